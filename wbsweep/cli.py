@@ -1,0 +1,313 @@
+"""The ``wbsweep`` command line: parse, call the library, print.
+
+Every ``WbsweepError`` becomes a one-line ``Error: ...`` and its exit code;
+anything unexpected too, with the traceback only under ``WBSWEEP_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shlex
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wbsweep import __version__
+from wbsweep.backends import BACKENDS, backend_for_sweep, choose_backend, open_backend
+from wbsweep.backends import base as backend_base
+from wbsweep.backends.local import LocalBackend
+from wbsweep.errors import WbsweepError
+
+DEBUG_ENV = "WBSWEEP_DEBUG"
+
+store_option = click.option(
+    "--store",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Local store file [default: $WBSWEEP_STORE or .wbsweep/store.db].",
+)
+
+
+class _Group(click.Group):
+    """Turns library errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WbsweepError as exc:
+            _fail(str(exc), exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            _fail(
+                f"unexpected {type(exc).__name__}: {first} (set {DEBUG_ENV}=1 for the traceback)",
+                1,
+            )
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {' '.join(message.split())}", err=True)
+    if os.environ.get(DEBUG_ENV):
+        traceback.print_exc()
+    sys.exit(code)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="wbsweep")
+def main() -> None:
+    """W&B sweeps for Hugging Face Trainer jobs."""
+
+
+@main.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option("--method", type=click.Choice(["grid", "random", "bayes"]), default=None)
+@click.option("--n-trials", type=int, default=None, help="Sweep-wide cap on runs (run_cap).")
+@click.option("--direction", type=click.Choice(["minimize", "maximize"]), default=None)
+@click.option("--metric", default=None, help="Name of the sweep metric [default: objective].")
+@click.option("--name", default=None, help="Display name of the sweep.")
+@click.option(
+    "--hyperband-min-iter",
+    type=int,
+    default=None,
+    help="Stop weak runs early with hyperband, first bracket at this many logged steps.",
+)
+@click.option("--hyperband-eta", type=int, default=None, help="Hyperband's eta [default: 3].")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default=None,
+    help="Where the sweep lives [default: $WBSWEEP_BACKEND or auto].",
+)
+@store_option
+@click.option("--dry-run", is_flag=True, help="Print the sweep config; register nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def create(
+    sweep_file: str,
+    method: str | None,
+    n_trials: int | None,
+    direction: str | None,
+    metric: str | None,
+    name: str | None,
+    hyperband_min_iter: int | None,
+    hyperband_eta: int | None,
+    backend: str | None,
+    store: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Turn SWEEP_FILE's hp_space into a W&B sweep config and register it."""
+    from wbsweep.prepare import SweepOptions, prepare_sweep
+
+    options = SweepOptions(
+        method=method,
+        n_trials=n_trials,
+        direction=direction,
+        metric=metric,
+        name=name,
+        hyperband_min_iter=hyperband_min_iter,
+        hyperband_eta=hyperband_eta,
+    )
+    config = prepare_sweep(sweep_file, options)
+    if dry_run:
+        click.echo(json.dumps(config, indent=2) if as_json else _yaml(config))
+        return
+    chosen = choose_backend(backend)
+    target = open_backend(chosen, store=store)
+    sweep_id = target.create(config, sweep_file=str(Path(sweep_file).absolute()))
+    agent_argv = ["wbsweep", "agent", sweep_id]
+    if store is not None:
+        agent_argv += ["--store", str(Path(store).absolute())]
+    if as_json:
+        out = {"sweep_id": sweep_id, "backend": chosen, "agent_command": agent_argv}
+        click.echo(json.dumps({**out, "config": config}, indent=2))
+        return
+    where = f" in {target.path}" if isinstance(target, LocalBackend) else ""
+    click.echo(f"Created sweep {sweep_id} ({chosen} backend{where}).")
+    click.echo("Start agents with:")
+    click.echo(f"  {shlex.join(agent_argv)}")
+
+
+@main.command()
+@click.argument("sweep")
+@click.option("--workers", type=int, default=None, help="Workers on this node (CPU: default 1).")
+@click.option(
+    "--processes-per-trial", type=int, default=None, help="CPU ranks per trial [default: 1]."
+)
+@click.option("--gpus-per-trial", type=int, default=None, help="GPUs (ranks) per trial.")
+@store_option
+def agent(
+    sweep: str,
+    workers: int | None,
+    processes_per_trial: int | None,
+    gpus_per_trial: int | None,
+    store: str | None,
+) -> None:
+    """Run trials of SWEEP on this node until the sweep is done."""
+    from wbsweep.agent import Agent, plan_slots, visible_gpus
+
+    target, sweep_id = backend_for_sweep(sweep, store=store)
+    record = target.sweep(sweep_id)
+    slots = plan_slots(
+        visible_gpus(os.environ),
+        gpus_per_trial=gpus_per_trial,
+        workers=workers,
+        processes_per_trial=processes_per_trial,
+    )
+    assert isinstance(target, LocalBackend)
+    store_path = str(target.path)
+    click.echo(f"Sweep {sweep_id}: {record.state.lower()}, {len(slots)} worker(s) on this node.")
+    code = Agent(
+        lambda slot: [
+            sys.executable,
+            "-m",
+            "wbsweep.worker",
+            store_path,
+            sweep_id,
+            f"{os.uname().nodename}-w{slot.index}",
+        ],
+        slots,
+    ).run()
+    runs = target.runs(sweep_id)
+    counts = {s: sum(r.state == s for r in runs) for s in backend_base.RUN_STATES}
+    shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    click.echo(f"Sweep {sweep_id}: {target.sweep(sweep_id).state.lower()}; runs: {shown or 'none'}.")
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("sweep")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(sweep: str, store: str | None, as_json: bool) -> None:
+    """Table of SWEEP's runs: state, params, objective, times."""
+    target, sweep_id = backend_for_sweep(sweep, store=store)
+    record = target.sweep(sweep_id)
+    runs = target.runs(sweep_id)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "sweep_id": record.id,
+                    "state": record.state,
+                    "metric": {"name": record.metric_name, "goal": record.goal},
+                    "run_cap": record.run_cap,
+                    "runs": [_run_json(run) for run in runs],
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(
+        f"Sweep {record.id}: {record.state.lower()}, {len(runs)}"
+        f"{'/' + str(record.run_cap) if record.run_cap else ''} runs, "
+        f"{record.goal} {record.metric_name}"
+    )
+    click.echo(_table(runs, record.metric_name))
+
+
+@main.command()
+@click.argument("sweep")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print the BestRun as JSON.")
+def best(sweep: str, store: str | None, as_json: bool) -> None:
+    """The BestRun of SWEEP, over every worker that ran it."""
+    from wbsweep.best import best_run
+
+    target, sweep_id = backend_for_sweep(sweep, store=store)
+    result = best_run(target, sweep_id)
+    if as_json:
+        click.echo(json.dumps(result._asdict(), indent=2))
+        return
+    click.echo(f"Best run: {result.run_id}")
+    click.echo(f"Objective: {result.objective:.6g}")
+    click.echo("Hyperparameters:")
+    for key, value in result.hyperparameters.items():
+        click.echo(f"  {key}: {value}")
+
+
+def _state_command(state: str, verb: str) -> click.Command:
+    @click.argument("sweep")
+    @store_option
+    def command(sweep: str, store: str | None) -> None:
+        target, sweep_id = backend_for_sweep(sweep, store=store)
+        target.set_state(sweep_id, state)
+        click.echo(f"Sweep {sweep_id}: {state.lower()}.")
+
+    command.__doc__ = f"{verb} SWEEP."
+    return click.command(name=verb.split()[0].lower())(command)
+
+
+main.add_command(_state_command(backend_base.SWEEP_PAUSED, "Pause"))
+main.add_command(_state_command(backend_base.SWEEP_RUNNING, "Resume"))
+main.add_command(
+    _state_command(backend_base.SWEEP_FINISHED, "Stop (no new runs; running ones finish)")
+)
+
+
+def _run_json(run: backend_base.RunRecord) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "state": run.state,
+        "params": run.params,
+        "objective": run.objective,
+        "metrics": run.metrics,
+        "exit_code": run.exit_code,
+        "worker": run.worker,
+        "created_at": run.created_at,
+        "claimed_at": run.claimed_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+    }
+
+
+def _table(runs: list[backend_base.RunRecord], metric: str) -> str:
+    header = ["run", "state", metric, "params", "started", "seconds"]
+    rows = [header]
+    for run in runs:
+        seconds = (
+            f"{run.finished_at - run.claimed_at:.0f}"
+            if run.finished_at and run.claimed_at
+            else ""
+        )
+        rows.append(
+            [
+                run.id,
+                run.state,
+                f"{run.objective:.6g}" if run.objective is not None else "",
+                " ".join(f"{k}={_short(v)}" for k, v in run.params.items()),
+                _clock(run.claimed_at),
+                seconds,
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+    )
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _clock(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else ""
+
+
+def _yaml(config: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(config, sort_keys=False).rstrip()
+
+
+if __name__ == "__main__":
+    main()

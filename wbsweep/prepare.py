@@ -1,0 +1,52 @@
+"""From a sweep file to a complete sweep config: what ``wbsweep create`` registers.
+
+Precedence, highest first: command-line options, the sweep file's ``SWEEP``
+dict, a whole sweep config returned by ``hp_space``, then the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from wbsweep import config as sweep_config
+from wbsweep import space
+from wbsweep.sweepfile import load_sweep_file
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """What the user chose on the command line (``None``: not given)."""
+
+    method: str | None = None
+    n_trials: int | None = None
+    direction: str | None = None
+    metric: str | None = None
+    name: str | None = None
+    hyperband_min_iter: int | None = None
+    hyperband_eta: int | None = None
+
+
+def prepare_sweep(sweep_file: str | os.PathLike[str], options: SweepOptions) -> dict[str, Any]:
+    """Load ``sweep_file``, translate its ``hp_space`` and build the validated sweep config."""
+    loaded = load_sweep_file(sweep_file)
+    chosen = {k: v for k, v in asdict(options).items() if v is not None}
+    merged: dict[str, Any] = {**loaded.defaults, **chosen}
+    early_terminate = merged.get("early_terminate")
+    if "hyperband_min_iter" in merged:
+        early_terminate = {
+            "type": "hyperband",
+            "min_iter": merged["hyperband_min_iter"],
+            "eta": merged.get("hyperband_eta", 3),
+        }
+    return sweep_config.build_sweep_config(
+        space.translate(loaded.hp_space),
+        sweep_file=loaded.path,
+        method=merged.get("method"),
+        direction=merged.get("direction"),
+        metric=merged.get("metric"),
+        n_trials=merged.get("n_trials"),
+        early_terminate=early_terminate,
+        name=merged.get("name"),
+    )

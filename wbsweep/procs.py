@@ -1,0 +1,71 @@
+"""The one place that starts and stops process groups.
+
+Every child wbsweep starts (a worker, a trial launcher) gets its own process
+group, so one signal reaches it and everything it started, and asks the kernel
+to SIGTERM it when its parent dies, so a SIGKILLed agent or worker leaves
+nothing running. Trial ranks do the same for their launcher (``trial.py``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent exits (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def start_group(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    stdout: IO[Any] | int | None = None,
+    stderr: IO[Any] | int | None = None,
+    cwd: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (a list, never a shell string) as the leader of a new session."""
+    return subprocess.Popen(
+        list(argv),
+        env=dict(env),
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        start_new_session=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - runs before exec, sets one flag
+    )
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    """Send ``sig`` to a whole process group; a group already gone is fine."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_group(proc: subprocess.Popen[bytes], *, grace: float) -> int | None:
+    """SIGTERM the group, SIGKILL it after ``grace`` seconds; return the exit code."""
+    signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    signal_group(proc.pid, signal.SIGKILL)
+    return proc.wait()
