@@ -34,7 +34,12 @@ def test_default_wandb_command_expands_like_wandb_agent() -> None:
 
 def test_every_args_macro() -> None:
     assert expand(["${args_no_hyphens}"])[:2] == ["lr=0.01", "layers=2"]
-    assert expand(["${args_no_boolean_flags}"]) == ["--lr=0.01", "--layers=2", "--warm", "--opt=adam"]
+    assert expand(["${args_no_boolean_flags}"]) == [
+        "--lr=0.01",
+        "--layers=2",
+        "--warm",
+        "--opt=adam",
+    ]
     (blob,) = expand(["${args_json}"])
     assert json.loads(blob) == PARAMS
     assert expand(["x", "${args_json_file}"]) == ["x", "/tmp/p.json"]

@@ -48,8 +48,13 @@ def test_run_cap_is_exact_and_paused_sweeps_hand_out_nothing(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     ("exit_code", "stopped", "state"),
-    [(0, False, "finished"), (1, False, "failed"), (-9, False, "crashed"),
-     (137, False, "crashed"), (143, True, "stopped")],
+    [
+        (0, False, "finished"),
+        (1, False, "failed"),
+        (-9, False, "crashed"),
+        (137, False, "crashed"),
+        (143, True, "stopped"),
+    ],
 )
 def test_finish_states(tmp_path: Path, exit_code: int, stopped: bool, state: str) -> None:
     store = LocalBackend(tmp_path / "s.db")
@@ -124,3 +129,22 @@ def test_concurrent_processes_never_share_a_run(tmp_path: Path) -> None:
     assert len(claimed) == 24
     assert len(set(claimed)) == 24
     assert len(store.runs(sweep_id)) == 24
+
+
+def test_engine_numpy_values_are_stored_as_plain_json(tmp_path: Path) -> None:
+    store = LocalBackend(tmp_path / "s.db")
+    config = {
+        "method": "random",
+        "metric": {"name": "objective", "goal": "minimize"},
+        "parameters": {
+            "steps": {"distribution": "q_uniform", "min": 8, "max": 64, "q": 8},
+            "width": {"distribution": "q_log_uniform_values", "min": 1, "max": 64, "q": 1},
+            "lr": {"distribution": "uniform", "min": 0.0, "max": 1.0},
+        },
+    }
+    sweep_id = store.create(config)
+    for _ in range(5):
+        run = store.claim_next(sweep_id, "w")
+        assert run is not None
+        assert {type(v) for v in run.params.values()} <= {int, float}
+        assert json.loads(json.dumps(run.params)) == run.params

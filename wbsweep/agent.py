@@ -47,7 +47,7 @@ class WorkerSlot:
 
 
 def visible_gpus(env: Mapping[str, str], *, probe: bool = True) -> list[str]:
-    """GPU ids this node may use: ``CUDA_VISIBLE_DEVICES`` if set, else what ``nvidia-smi`` lists."""
+    """GPU ids this node may use: ``CUDA_VISIBLE_DEVICES``, else what ``nvidia-smi`` lists."""
     if "CUDA_VISIBLE_DEVICES" in env:
         return [g.strip() for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
     if not probe or shutil.which("nvidia-smi") is None:
@@ -110,9 +110,7 @@ def plan_slots(
         ]
     if gpus_per_trial is not None:
         raise WbsweepError("--gpus-per-trial given, but this node sees no GPU")
-    return [
-        WorkerSlot(i, (), processes_per_trial or 1, next_port()) for i in range(workers or 1)
-    ]
+    return [WorkerSlot(i, (), processes_per_trial or 1, next_port()) for i in range(workers or 1)]
 
 
 def free_port() -> int:
@@ -195,7 +193,7 @@ class Agent:
         workdir = Path(tempfile.mkdtemp(prefix="wbsweep-agent-"))
         try:
             configs = write_accelerate_configs(self.slots, workdir)
-            for slot, config in zip(self.slots, configs):
+            for slot, config in zip(self.slots, configs, strict=False):
                 if self._signals:
                     break
                 if slot.index and self.stagger:

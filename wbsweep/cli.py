@@ -180,7 +180,9 @@ def agent(
     runs = target.runs(sweep_id)
     counts = {s: sum(r.state == s for r in runs) for s in backend_base.RUN_STATES}
     shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    click.echo(f"Sweep {sweep_id}: {target.sweep(sweep_id).state.lower()}; runs: {shown or 'none'}.")
+    click.echo(
+        f"Sweep {sweep_id}: {target.sweep(sweep_id).state.lower()}; runs: {shown or 'none'}."
+    )
     sys.exit(code)
 
 
@@ -275,9 +277,7 @@ def _table(runs: list[backend_base.RunRecord], metric: str) -> str:
     rows = [header]
     for run in runs:
         seconds = (
-            f"{run.finished_at - run.claimed_at:.0f}"
-            if run.finished_at and run.claimed_at
-            else ""
+            f"{run.finished_at - run.claimed_at:.0f}" if run.finished_at and run.claimed_at else ""
         )
         rows.append(
             [
@@ -291,7 +291,8 @@ def _table(runs: list[backend_base.RunRecord], metric: str) -> str:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+        for row in rows
     )
 
 

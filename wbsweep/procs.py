@@ -8,6 +8,7 @@ nothing running. Trial ranks do the same for their launcher (``trial.py``).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -53,10 +54,8 @@ def start_group(
 
 def signal_group(pgid: int, sig: int) -> None:
     """Send ``sig`` to a whole process group; a group already gone is fine."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def stop_group(proc: subprocess.Popen[bytes], *, grace: float) -> int | None:

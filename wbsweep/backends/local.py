@@ -26,6 +26,7 @@ from typing import Any
 
 from wbsweep.backends import base
 from wbsweep.errors import StoreError, SweepNotFoundError, WbsweepError
+from wbsweep.space import to_plain
 
 DEFAULT_STORE = Path(".wbsweep") / "store.db"
 STORE_ENV = "WBSWEEP_STORE"
@@ -203,12 +204,13 @@ class LocalBackend(base.Backend):
                 raise WbsweepError(f"sweep {sweep_id}: the search engine failed: {exc}") from exc
             if suggestion is None:
                 return None
-            params = {k: v["value"] for k, v in suggestion.config.items() if "value" in v}
+            # The engine answers in numpy scalars; the store and params file hold JSON.
+            params = to_plain({k: v["value"] for k, v in suggestion.config.items() if "value" in v})
             now = time.time()
             run_id = _new_id()
             db.execute(
-                """INSERT INTO runs (id, sweep_id, seq, state, params, worker, created_at, claimed_at)
-                   VALUES (?,?,?,?,?,?,?,?)""",
+                "INSERT INTO runs (id, sweep_id, seq, state, params, worker, created_at,"
+                " claimed_at) VALUES (?,?,?,?,?,?,?,?)",
                 (run_id, sweep_id, len(runs), base.RUNNING, json.dumps(params), worker, now, now),
             )
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()

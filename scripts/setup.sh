@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs wbsweep and everything it needs into a virtual environment.
+# Usage: source scripts/setup.sh   (or bash it; scripts/demo.sh and scripts/test.sh call it)
+# Uses $VIRTUAL_ENV when one is active, else creates .venv in the repository.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+  venv="$VIRTUAL_ENV"
+else
+  venv="$repo/.venv"
+  [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
+fi
+py="$venv/bin/python"
+quiet=(--quiet --disable-pip-version-check)
+# A plain `torch` requirement with no torch present pulls a multi-GB CUDA build:
+# install the CPU build first (override with WBSWEEP_TORCH_SPEC, e.g. for CUDA).
+if ! "$py" -c "import torch" >/dev/null 2>&1; then
+  echo "setup: installing ${WBSWEEP_TORCH_SPEC:-torch==2.13.0}" >&2
+  "$py" -m pip install "${quiet[@]}" "${WBSWEEP_TORCH_SPEC:-torch==2.13.0}"
+fi
+echo "setup: installing wbsweep with its examples and test tools" >&2
+"$py" -m pip install "${quiet[@]}" -e "$repo[examples,test]"
+"$py" -m pip check >&2
+export PATH="$venv/bin:$PATH"
+export VIRTUAL_ENV="$venv"
