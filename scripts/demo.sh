@@ -6,6 +6,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/scripts/setup.sh"
+export WBSWEEP_RT_DATA="${WBSWEEP_RT_DATA:-$(bash "$repo/scripts/fetch_data.sh")}"
 work="${DEMO_DIR:-$repo/demo-run}"
 mkdir -p "$work"
 cd "$work"

@@ -1,0 +1,431 @@
+"""The trial entrypoint: params typed into TrainingArguments, one run, clean failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, SchedulerType
+from transformers.training_args import OptimizerNames
+
+from wbsweep import trial
+from wbsweep.errors import TrialError
+from wbsweep.sweepfile import load_sweep_file
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "sweeps" / "tiny.py"
+RECORD_RANKS = REPO / "tests" / "sweeps" / "record_ranks.py"
+BIN = Path(sys.executable).parent
+PARAMS = {"learning_rate": 0.003, "per_device_train_batch_size": 32.0, "hidden_dropout_prob": 0.05}
+
+
+@pytest.fixture
+def base() -> TrainingArguments:
+    return TrainingArguments(output_dir="out", report_to="none")
+
+
+# -- params into TrainingArguments ----------------------------------------------------
+
+
+def test_params_are_typed_as_their_fields(base: TrainingArguments) -> None:
+    args = trial.apply_params(
+        base,
+        {
+            "per_device_train_batch_size": 16.0,  # W&B sends numbers as floats
+            "learning_rate": 1,
+            "seed": "7",
+            "fp16": "false",
+            "eval_steps": 50,  # float | None
+            "hub_model_id": 12,  # str | None
+            "lr_scheduler_type": "cosine",
+            "optim": "adamw_torch",
+            "eval_strategy": "steps",
+        },
+    )
+    assert args.per_device_train_batch_size == 16
+    assert type(args.per_device_train_batch_size) is int
+    assert args.learning_rate == 1.0 and type(args.learning_rate) is float
+    assert args.seed == 7 and args.fp16 is False
+    assert args.eval_steps == 50.0 and args.hub_model_id == "12"
+    assert args.lr_scheduler_type is SchedulerType.COSINE
+    assert args.optim is OptimizerNames.ADAMW_TORCH
+    assert args.eval_strategy is IntervalStrategy.STEPS
+
+
+def test_model_params_leave_args_alone_and_base_is_unchanged(base: TrainingArguments) -> None:
+    args = trial.apply_params(base, {"hidden_dropout_prob": 0.3, "learning_rate": 0.01})
+    assert not hasattr(args, "hidden_dropout_prob")
+    assert args.learning_rate == 0.01 and base.learning_rate == 5e-5
+
+
+def test_output_dir_gets_the_run_dir(base: TrainingArguments) -> None:
+    args = trial.apply_params(base, {}, run_dir="run-abc")
+    assert args.output_dir == os.path.join("out", "run-abc")
+
+
+def test_none_is_allowed_only_for_optional_fields(base: TrainingArguments) -> None:
+    assert trial.apply_params(base, {"eval_steps": None}).eval_steps is None
+    with pytest.raises(TrialError, match="learning_rate"):
+        trial.apply_params(base, {"learning_rate": None})
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"per_device_train_batch_size": 16.5}, "per_device_train_batch_size=16.5"),
+        ({"per_device_train_batch_size": True}, "per_device_train_batch_size=True"),
+        ({"learning_rate": "fast"}, "learning_rate='fast'"),
+        ({"fp16": "maybe"}, "fp16='maybe'"),
+        ({"lr_scheduler_type": "cosine_typo"}, "cosine_typo"),
+    ],
+)
+def test_values_that_do_not_fit_name_the_param(
+    base: TrainingArguments, params: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(TrialError, match="param ") as info:
+        trial.apply_params(base, params)
+    assert named in str(info.value) and "\n" not in str(info.value)
+
+
+def test_enum_error_lists_the_choices(base: TrainingArguments) -> None:
+    with pytest.raises(TrialError, match="linear"):
+        trial.apply_params(base, {"lr_scheduler_type": "cosine_typo"})
+
+
+def test_combinations_trainingarguments_rejects_become_trial_errors(
+    base: TrainingArguments,
+) -> None:
+    # TrainingArguments' own validation still runs on the trial's copy.
+    with pytest.raises(TrialError, match="rejected"):
+        trial.apply_params(base, {"eval_strategy": "steps", "eval_steps": 0, "logging_steps": 0})
+
+
+# -- pieces of run_trial --------------------------------------------------------------
+
+
+def test_model_init_gets_the_params_once_per_trial() -> None:
+    calls: list[dict[str, Any]] = []
+
+    def model_init(params: dict[str, Any]) -> object:
+        calls.append(params)
+        return object()
+
+    bound = trial._ModelInit(model_init, {"hidden_dropout_prob": 0.2})
+    first, second = bound(), bound()  # Trainer.__init__, then Trainer.train
+    assert first is second and calls == [{"hidden_dropout_prob": 0.2}]
+    assert bound() is not first  # a later train() would get a fresh model
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, "n/a"])
+def test_objective_must_be_a_finite_number(value: Any) -> None:
+    sweep = load_sweep_file(TINY)
+    sweep = type(sweep)(**{**sweep.__dict__, "compute_objective": lambda metrics: value})
+    with pytest.raises(TrialError, match="compute_objective"):
+        trial._objective(sweep, {"eval_loss": 0.5})
+
+
+def test_default_objective_is_eval_loss() -> None:
+    sweep = load_sweep_file(TINY)
+    assert trial._objective(sweep, {"eval_loss": 0.25, "epoch": 1.0}) == 0.25
+
+
+def test_reporter_only_on_rank_zero_with_a_store(tmp_path: Path) -> None:
+    store = str(tmp_path / "store.db")
+    assert trial.reporter_from_env({}) is None
+    assert trial.reporter_from_env({"WBSWEEP_STORE": store, "RANK": "1"}) is None
+    assert isinstance(trial.reporter_from_env({"WBSWEEP_STORE": store}), trial.LocalStoreReporter)
+
+
+def test_params_file_errors(tmp_path: Path) -> None:
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "bad.json").write_text("{")
+    for name, match in [
+        ("missing.json", "cannot read"),
+        ("list.json", "JSON object"),
+        ("bad.json", "not JSON"),
+    ]:
+        with pytest.raises(TrialError, match=match):
+            trial.read_params(tmp_path / name)
+
+
+def test_run_id_falls_back_to_one_every_rank_derives_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "params.json"
+    path.write_text("{}")
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    derived = trial._params_run_id(str(path))
+    assert derived == trial._params_run_id(str(path)) and len(derived) == 8
+    monkeypatch.setenv("WANDB_RUN_ID", "given1")
+    assert trial._params_run_id(str(path)) == "given1"
+
+
+# -- real trials ------------------------------------------------------------------------
+
+
+def wandb_records(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Summary and history values from an offline run's ``.wandb`` log.
+
+    Offline runs keep no ``wandb-summary.json``; the ``.wandb`` file is a
+    LevelDB-style log (7-byte W&B header, 32 KiB blocks, 7-byte record headers)
+    of ``Record`` protobufs.
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    (path,) = run_dir.glob("run-*.wandb")
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    found: dict[str, dict[str, Any]] = {"summary": {}, "history": {}, "config": {}}
+    offset, pending = 7, b""
+    while offset + 7 <= len(data):
+        if 32768 - offset % 32768 < 7:  # block trailer too small for a header: padding
+            offset += 32768 - offset % 32768
+            continue
+        length, kind = struct.unpack("<HB", data[offset + 4 : offset + 7])
+        chunk = data[offset + 7 : offset + 7 + length]
+        offset += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind not in (1, 4):
+            continue
+        record = pb.Record()
+        record.ParseFromString(pending)
+        for item in record.summary.update:
+            found["summary"][item.key] = json.loads(item.value_json)
+        for item in record.history.item:
+            found["history"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+        for item in record.config.update:
+            found["config"][item.key] = json.loads(item.value_json)
+    return found
+
+
+def launch_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        ACCELERATE_USE_CPU="true",
+        WANDB_MODE="offline",
+        WANDB_DIR=str(tmp_path),
+        WANDB_SILENT="true",
+        WBSWEEP_TEST_RECORD_DIR=str(tmp_path / "records"),
+        OMP_NUM_THREADS="1",
+        **extra,
+    )
+    (tmp_path / "records").mkdir(exist_ok=True)
+    return env
+
+
+def records(tmp_path: Path, event: str) -> list[dict[str, Any]]:
+    lines = []
+    for path in sorted((tmp_path / "records").glob("*.jsonl")):
+        lines += [json.loads(line) for line in path.read_text().splitlines()]
+    return [line for line in lines if line["event"] == event]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_two_ranks_train_alike_and_rank_zero_owns_one_run(tmp_path: Path) -> None:
+    from wbsweep.backends.local import LocalBackend
+
+    # A real local sweep run, so the trial's report lands in the store.
+    store = LocalBackend(os.environ["WBSWEEP_STORE"])
+    sweep_id = store.create(
+        {
+            "method": "grid",
+            "metric": {"name": "objective", "goal": "minimize"},
+            "parameters": {
+                "learning_rate": {"values": [0.003]},
+                "per_device_train_batch_size": {"values": [32]},
+                "hidden_dropout_prob": {"values": [0.05]},
+                "lr_scheduler_type": {"values": ["cosine"]},
+            },
+        }
+    )
+    claimed = store.claim_next(sweep_id, "test-worker")
+    assert claimed is not None
+    (tmp_path / "params.json").write_text(json.dumps(claimed.params))
+    argv = [
+        str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(free_port()),
+        "-m", "wbsweep.trial", str(RECORD_RANKS),
+        "--metric", "objective", "--goal", "minimize", "params.json",
+    ]  # fmt: skip
+    env = launch_env(tmp_path, WANDB_RUN_ID=claimed.id, WANDB_SWEEP_ID=sweep_id)
+
+    started = time.monotonic()
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    print(f"2-rank launch took {time.monotonic() - started:.1f}s")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    inits, begins = records(tmp_path, "model_init"), records(tmp_path, "train_begin")
+    assert sorted(r["rank"] for r in inits) == [0, 1]  # model_init once per rank
+    assert inits[0]["params"] == inits[1]["params"] == claimed.params
+    assert [r["world_size"] for r in begins] == [2, 2]
+    for record in begins:
+        assert record["learning_rate"] == 0.003
+        assert record["per_device_train_batch_size"] == 32
+        assert record["lr_scheduler_type"] == "cosine"
+        assert record["hidden_dropout_prob"] == 0.05  # a model param reached the model
+        assert record["output_dir"] == f"outputs/record_ranks/run-{claimed.id}"
+    assert (tmp_path / "outputs" / "record_ranks" / f"run-{claimed.id}").is_dir()
+
+    # Rank 0's run is the only one; the Trainer's WandbCallback logged into it too.
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert run_dir.name.endswith(claimed.id)
+    logged = wandb_records(run_dir)
+    objective = logged["summary"]["objective"]
+    assert math.isfinite(objective) and objective == logged["history"]["objective"]
+    assert objective == logged["history"]["eval_loss"]
+    assert "train/loss" in logged["history"] or "train/train_loss" in logged["history"]
+    assert logged["config"]["learning_rate"] == 0.003
+
+    (run,) = store.runs(sweep_id)
+    assert run.started_at is not None
+    assert run.objective == pytest.approx(objective)
+    assert run.metrics["eval_loss"] == pytest.approx(objective)
+    # Every rank has exited: no process outlives the trial.
+    for record in inits:
+        with pytest.raises(ProcessLookupError):
+            os.kill(record["pid"], 0)
+
+
+@pytest.mark.slow
+def test_run_trial_runs_again_in_the_same_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WBSWEEP_STORE")
+    monkeypatch.setenv("WBSWEEP_TEST_RECORD_DIR", str(tmp_path / "records"))
+    (tmp_path / "records").mkdir()
+    sweep = load_sweep_file(TINY)
+    reports: list[tuple[str, Any]] = []
+
+    class Recorder:
+        def started(self, run_id: str) -> None:
+            reports.append(("started", run_id))
+
+        def finished(self, run_id: str, objective: float, metrics: dict[str, float]) -> None:
+            reports.append(("finished", (run_id, objective, metrics["eval_loss"])))
+
+    results = [
+        trial.run_trial(
+            sweep, {**PARAMS, "learning_rate": lr}, run_id=run_id, metric="loss",
+            goal="minimize", reporter=Recorder(),
+        )
+        for run_id, lr in [("first", 0.003), ("second", 0.0001)]
+    ]  # fmt: skip
+
+    assert [r.run_id for r in results] == ["first", "second"]
+    assert all(
+        math.isfinite(r.objective) and r.objective == r.metrics["eval_loss"] for r in results
+    )
+    assert results[0].output_dir == os.path.join("outputs", "tiny", "run-first")
+    assert reports == [
+        ("started", "first"),
+        ("finished", ("first", results[0].objective, results[0].objective)),
+        ("started", "second"),
+        ("finished", ("second", results[1].objective, results[1].objective)),
+    ]
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert [p.name.rsplit("-", 1)[1] for p in runs] == ["first", "second"]
+    assert wandb_records(runs[1])["summary"]["loss"] == results[1].objective
+
+
+@pytest.mark.slow
+def test_model_init_failure_is_one_line_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "params.json").write_text(json.dumps(PARAMS))
+    env = launch_env(
+        tmp_path, WANDB_RUN_ID="fails1", WBSWEEP_TEST_FAIL_IF="hidden_dropout_prob=0.05"
+    )
+    argv = [sys.executable, "-m", "wbsweep.trial", str(RECORD_RANKS), "params.json"]
+
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("wbsweep.trial:")]
+    assert errors == [
+        "wbsweep.trial: error: ValueError: model_init refuses hidden_dropout_prob=0.05 "
+        "(record_ranks.py line 74)"
+    ]
+    assert "Traceback" not in result.stderr
+
+    debug = subprocess.run(
+        argv, env={**env, "WBSWEEP_DEBUG": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_trial_promptly_with_143(tmp_path: Path) -> None:
+    (tmp_path / "params.json").write_text(json.dumps(PARAMS))
+    env = launch_env(tmp_path, WANDB_RUN_ID="term1", WBSWEEP_TEST_SLEEP="2")
+    argv = [sys.executable, "-m", "wbsweep.trial", str(RECORD_RANKS), "params.json"]
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not records(tmp_path, "step") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert records(tmp_path, "step"), "the trial never started training"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == trial.EXIT_TERMINATED
+    assert time.monotonic() - sent < 30
+    assert "wbsweep.trial: error: terminated by SIGTERM" in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_sigkilled_launcher_leaves_no_rank_running(tmp_path: Path) -> None:
+    (tmp_path / "params.json").write_text(json.dumps(PARAMS))
+    env = launch_env(tmp_path, WANDB_RUN_ID="orphan1", WBSWEEP_TEST_SLEEP="2")
+    argv = [
+        str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(free_port()), "-m", "wbsweep.trial", str(RECORD_RANKS),
+        "params.json",
+    ]  # fmt: skip
+    launcher = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len({r["rank"] for r in records(tmp_path, "step")}) < 2:
+            assert time.monotonic() < deadline, "the ranks never started training"
+            time.sleep(0.2)
+        launcher.kill()  # SIGKILL: the launcher cannot forward anything
+        launcher.wait()
+        pids = {r["pid"] for r in records(tmp_path, "model_init")}
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in pids if _alive(pid)]
+    finally:
+        launcher.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited; only its parent has not reaped it yet.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
