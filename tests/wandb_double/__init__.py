@@ -7,18 +7,32 @@ Use in a test module or ``conftest.py``::
     def test_something(wandb_double: WandbDouble) -> None:
         sweep_id = wandb.sweep(config, project="p")      # env already points here
         subprocess.run(["wandb", "agent", "--count", "1", f"{wandb_double.entity}/p/{sweep_id}"],
-                       env={**os.environ}, check=True)
+                       env=wandb_double.child_env(), check=True)
         assert wandb_double.runs(sweep_id)[0]["state"] == "finished"
 
 The fixture starts a :class:`WandbDouble`, sets :meth:`WandbDouble.env` in
 ``os.environ`` with ``monkeypatch`` (so child processes inherit it), resets the
 SDK's in-process singletons so the new base URL is read, and stops the server
-afterwards.  Outside pytest use ``with WandbDouble() as double:`` and pass
-``{**os.environ, **double.env()}`` to subprocesses.
+afterwards.  Outside pytest use ``with WandbDouble() as double:``.  Give
+subprocesses ``double.child_env(extra)``: it is ``os.environ`` + ``env()``
+without ``WANDB_SERVICE``, which the SDK sets in-process after any wandb call
+and which would make a child share this process's ``wandb-core``.
 
-Speed: ``wandb agent`` waits ``Agent.POLL_INTERVAL`` (5 s, no environment
-variable changes it) before each heartbeat, so the first run starts about 5 s
-after the agent registers and each further run adds up to 5 s.
+Public API (``WandbDouble``): ``start()``/``stop()``/context manager;
+``base_url``, ``port``, ``api_key``, ``entity``; ``env()`` and ``child_env()``;
+reads ``sweeps()``, ``sweep(id)``, ``runs(sweep_id=None)``, ``run(id)``,
+``agents()``; control ``stop_run(run_id)``, ``set_sweep_state(id, state)``;
+waiting ``wait_for(predicate)``, ``wait_for_run(states=..., sweep_id=...)``;
+records ``requests`` (label, variables), ``operations()``, ``commands`` (what
+heartbeats answered), ``api_keys_seen``, ``unknown`` (ops/fields it could not
+answer) and ``errors`` (its own failures).  ``WANDB_DOUBLE_LOG=path`` logs
+every request as a JSON line, query text included.
+
+Speed: ``wandb agent`` waits ``Agent.POLL_INTERVAL`` (5 s, a class constant
+no environment variable changes) before every heartbeat, so the first run
+starts about 5 s after the agent registers, each further run waits for the next
+heartbeat after the previous one ends, and ``--count N`` exits at the poll after
+the N-th run ends.  Budget about 5-6 s per trial plus 2-3 s for the CLI start.
 """
 
 from __future__ import annotations

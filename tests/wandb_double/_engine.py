@@ -9,10 +9,15 @@ proposals a test sees are the ones a real sweep would make.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
-import sweeps
+with warnings.catch_warnings():
+    # sweeps 0.3 still spells a pydantic v1 config key; its UserWarning is noise here
+    warnings.simplefilter("ignore", UserWarning)
+    from sweeps.run import SweepRun, next_run, stop_runs
 
+from ._mutations import new_sweep_run
 from ._store import TERMINAL_STATES, Agent, Run, Sweep, plain
 
 if TYPE_CHECKING:
@@ -23,10 +28,10 @@ def sweep_runs(double: WandbDouble, sweep: Sweep) -> list[Run]:
     return [double._runs[n] for n in double._sweep_run_names(sweep)]
 
 
-def engine_runs(runs: list[Run]) -> list[sweeps.SweepRun]:
+def engine_runs(runs: list[Run]) -> list[SweepRun]:
     """The runs as the engine sees them on W&B (config, summary, sampled history)."""
     return [
-        sweeps.SweepRun(
+        SweepRun(
             name=r.name,
             state=r.state,
             config=r.config,
@@ -90,7 +95,7 @@ def early_terminate(double: WandbDouble, sweep: Sweep) -> None:
     if not any(r.state == "running" for r in runs):
         return
     try:
-        to_stop = sweeps.stop_runs(config, engine_runs(runs))
+        to_stop = stop_runs(config, engine_runs(runs))
     except Exception as exc:  # a config the engine rejects: record, do not crash
         sweep.error = f"sweeps.stop_runs: {exc!r}"
         double.errors.append(f"sweep {sweep.name}: {sweep.error}")
@@ -113,7 +118,7 @@ def next_command(double: WandbDouble, sweep: Sweep, agent: Agent) -> dict[str, A
     proposal = None
     if not (isinstance(cap, int) and len(runs) >= cap):
         try:
-            proposal = sweeps.next_run(config, engine_runs(runs))
+            proposal = next_run(config, engine_runs(runs))
         except Exception as exc:
             sweep.error = f"sweeps.next_run: {exc!r}"
             double.errors.append(f"sweep {sweep.name}: {sweep.error}")
@@ -123,7 +128,7 @@ def next_command(double: WandbDouble, sweep: Sweep, agent: Agent) -> dict[str, A
             sweep.state = "FINISHED"
             sweep.updated_at = time.time()
         return {"type": "exit"}
-    run = double._new_sweep_run(sweep, agent, plain(proposal.config))
+    run = new_sweep_run(double, sweep, agent, plain(proposal.config))
     return {
         "type": "run",
         "run_id": run.name,

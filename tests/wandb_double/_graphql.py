@@ -191,10 +191,10 @@ class _Parser:
                 self.directives()
                 doc.fragments[name] = (type_condition, self.selection_set())
             elif keyword in ("query", "mutation", "subscription"):
-                name = self.take("name") if self.peek()[0] == "name" else None
+                op_name = self.take("name") if self.peek()[0] == "name" else None
                 defaults = self.variable_definitions() if self.at("(") else {}
                 self.directives()
-                doc.operations.append(Operation(keyword, name, defaults, self.selection_set()))
+                doc.operations.append(Operation(keyword, op_name, defaults, self.selection_set()))
             else:
                 raise GraphQLError(f"Syntax Error: unexpected {keyword!r}.")
         return doc

@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _mutations as mutations
 from ._graphql import GraphQLError
 from ._store import Agent, Project, Run, Sweep, gql_id, loads_json, matches, order_runs, timestamp
 
@@ -126,8 +127,9 @@ class Schema:
                 return None
             return self.run(found)
 
-        sweeps = [s for s in d._sweeps.values() if (s.entity, s.project) == (project.entity,
-                                                                              project.name)]
+        sweeps = [
+            s for s in d._sweeps.values() if (s.entity, s.project) == (project.entity, project.name)
+        ]
         return {
             "__typename": "Project",
             "id": project.gql_id,
@@ -180,7 +182,7 @@ class Schema:
             "project": self.project(d._project(sweep.entity, sweep.project)),
             "user": self.viewer(),
             "agents": lambda a: connection(
-                [x for x in d._agents.values() if x.sweep == sweep.name], a, self.agent
+                [x for x in d._agents_by_id.values() if x.sweep == sweep.name], a, self.agent
             ),
             "priorRuns": lambda a: connection([], a, self.run),
         }
@@ -260,9 +262,14 @@ class Schema:
             "events": lambda a: [json.dumps(e) for e in run.events],
             "projectId": project.seq,
             "project": self.project(project),
-            "user": {"__typename": "User", "name": d.username, "username": d.username,
-                     "id": gql_id("User", d.username)},
-            "agent": self.agent(d._agents_by_id[run.agent]) if run.agent in d._agents_by_id
+            "user": {
+                "__typename": "User",
+                "name": d.username,
+                "username": d.username,
+                "id": gql_id("User", d.username),
+            },
+            "agent": self.agent(d._agents_by_id[run.agent])
+            if run.agent in d._agents_by_id
             else None,
             "files": lambda a: connection(sorted(run.files), a, lambda n: self.file(run, n)),
             "inputArtifacts": lambda a: connection([], a, dict),
@@ -313,13 +320,13 @@ class Schema:
         }
         mutation = {
             "__typename": "Mutation",
-            "upsertSweep": lambda a: d._upsert_sweep(_input(a)),
-            "createAgent": lambda a: d._create_agent(_input(a)),
-            "agentHeartbeat": lambda a: d._agent_heartbeat(_input(a)),
-            "upsertBucket": lambda a: d._upsert_bucket(_input(a)),
-            "upsertModel": lambda a: d._upsert_model(_input(a)),
-            "createRunFiles": lambda a: d._create_run_files(_input(a)),
-            "stopRun": lambda a: d._stop_run_mutation(_input(a)),
+            "upsertSweep": lambda a: mutations.upsert_sweep(d, _input(a)),
+            "createAgent": lambda a: mutations.create_agent(d, _input(a)),
+            "agentHeartbeat": lambda a: mutations.agent_heartbeat(d, _input(a)),
+            "upsertBucket": lambda a: mutations.upsert_bucket(d, _input(a)),
+            "upsertModel": lambda a: mutations.upsert_model(d, _input(a)),
+            "createRunFiles": lambda a: mutations.create_run_files(d, _input(a)),
+            "stopRun": lambda a: mutations.stop_run_mutation(d, _input(a)),
         }
         return {"query": query, "mutation": mutation}
 
@@ -341,4 +348,3 @@ def _input(args: dict[str, Any]) -> dict[str, Any]:
     """Mutations take ``input: {...}``; some older ones take flat arguments."""
     given = args.get("input")
     return dict(given) if isinstance(given, dict) else dict(args)
-
