@@ -343,7 +343,12 @@ def test_run_trial_runs_again_in_the_same_process(
     ]
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert [p.name.rsplit("-", 1)[1] for p in runs] == ["first", "second"]
-    assert wandb_records(runs[1])["summary"]["loss"] == results[1].objective
+    # wandb-core may still be flushing the offline log right after finish().
+    deadline = time.monotonic() + 20
+    while "loss" not in (summary := wandb_records(runs[1])["summary"]):
+        assert time.monotonic() < deadline, summary
+        time.sleep(0.5)
+    assert summary["loss"] == results[1].objective
 
 
 @pytest.mark.slow
