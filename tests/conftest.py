@@ -26,3 +26,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), os.environ.get("PATH", "")]))
     return tmp_path
+
+
+# The W&B server double's fixture, for tests of the W&B backend.
+from wandb_double import wandb_double  # noqa: E402, F401

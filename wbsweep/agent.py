@@ -27,6 +27,8 @@ from typing import Any
 import yaml
 
 from wbsweep import procs
+from wbsweep.backends.base import Backend
+from wbsweep.backends.local import LocalBackend
 from wbsweep.errors import WbsweepError
 
 ACCELERATE_CONFIG_ENV = "WBSWEEP_ACCELERATE_CONFIG"
@@ -142,7 +144,8 @@ def accelerate_config(slot: WorkerSlot) -> dict[str, Any]:
 
 def worker_env(slot: WorkerSlot, config_file: Path, base_env: Mapping[str, str]) -> dict[str, str]:
     """The environment one worker (and so each of its trials) runs in."""
-    env = dict(base_env)
+    # Without this process's wandb-core address: each worker needs its own.
+    env = {k: v for k, v in base_env.items() if k != "WANDB_SERVICE"}
     env[ACCELERATE_CONFIG_ENV] = str(config_file)
     # Pin the slice; on CPU hide GPUs so no trial grabs one by accident.
     env["CUDA_VISIBLE_DEVICES"] = ",".join(slot.gpus)
@@ -228,3 +231,24 @@ class Agent:
         for proc in self._procs:
             if proc.poll() is None:
                 procs.stop_group(proc, grace=self.grace)
+
+
+# Seconds between starting two `wandb agent` workers, so their first heartbeats
+# (every 5 s) do not ask the server for a run at the same moment.
+WANDB_STAGGER = 2.5
+
+
+def worker_argv(backend: Backend, sweep_id: str, slot: WorkerSlot) -> list[str]:
+    """The argv of one worker: a local worker loop, or a real ``wandb agent``."""
+    name = f"{socket.gethostname()}-w{slot.index}"
+    if isinstance(backend, LocalBackend):
+        return [sys.executable, "-m", "wbsweep.worker", str(backend.path), sweep_id, name]
+    from wbsweep.backends.wandb import wandb_executable
+
+    return [wandb_executable(), "agent", sweep_id]
+
+
+def run_agent(backend: Backend, sweep_id: str, slots: Sequence[WorkerSlot]) -> int:
+    """Run this node's workers for ``sweep_id`` until the sweep has nothing left."""
+    stagger = 0.0 if isinstance(backend, LocalBackend) else WANDB_STAGGER
+    return Agent(lambda slot: worker_argv(backend, sweep_id, slot), slots, stagger=stagger).run()

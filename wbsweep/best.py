@@ -73,4 +73,8 @@ def build_best_run(
 def best_run(backend: base.Backend, sweep_id: str) -> BestRun:
     """The sweep's ``BestRun``, read from ``backend``: the library form of ``wbsweep best``."""
     sweep = backend.sweep(sweep_id)
-    return build_best_run(sweep, backend.runs(sweep_id))
+    # A server that can order and filter runs (W&B) pages through its finished
+    # runs best first; otherwise every run is read and filtered here.
+    candidates = getattr(backend, "best_candidates", None)
+    runs = candidates(sweep_id) if candidates is not None else backend.runs(sweep_id)
+    return build_best_run(sweep, runs)

@@ -18,7 +18,13 @@ from typing import Any
 import click
 
 from wbsweep import __version__
-from wbsweep.backends import BACKENDS, backend_for_sweep, choose_backend, open_backend
+from wbsweep.backends import (
+    BACKEND_ENV,
+    BACKENDS,
+    backend_for_sweep,
+    choose_backend,
+    open_backend,
+)
 from wbsweep.backends import base as backend_base
 from wbsweep.backends.local import LocalBackend
 from wbsweep.errors import WbsweepError
@@ -86,8 +92,11 @@ def main() -> None:
     "--backend",
     type=click.Choice(BACKENDS),
     default=None,
-    help="Where the sweep lives [default: $WBSWEEP_BACKEND or auto].",
+    help="Where the sweep lives [default: $WBSWEEP_BACKEND, else auto: wandb when "
+    "logged in, local otherwise].",
 )
+@click.option("--project", default=None, help="W&B project [default: SWEEP's, else wbsweep].")
+@click.option("--entity", default=None, help="W&B entity [default: your default entity].")
 @store_option
 @click.option("--dry-run", is_flag=True, help="Print the sweep config; register nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -101,6 +110,8 @@ def create(
     hyperband_min_iter: int | None,
     hyperband_eta: int | None,
     backend: str | None,
+    project: str | None,
+    entity: str | None,
     store: str | None,
     dry_run: bool,
     as_json: bool,
@@ -116,23 +127,35 @@ def create(
         name=name,
         hyperband_min_iter=hyperband_min_iter,
         hyperband_eta=hyperband_eta,
+        project=project,
     )
-    config = prepare_sweep(sweep_file, options)
+    prepared = prepare_sweep(sweep_file, options)
     if dry_run:
+        config = prepared.config
         click.echo(json.dumps(config, indent=2) if as_json else _yaml(config))
         return
-    chosen = choose_backend(backend)
-    target = open_backend(chosen, store=store)
-    sweep_id = target.create(config, sweep_file=str(Path(sweep_file).absolute()))
+    requested = backend or os.environ.get(BACKEND_ENV) or "auto"
+    chosen = choose_backend(requested)
+    target = open_backend(chosen, store=store, entity=entity, project=prepared.project)
+    sweep_id = target.create(prepared.config, sweep_file=prepared.sweep_file)
     agent_argv = ["wbsweep", "agent", sweep_id]
-    if store is not None:
+    if store is not None and isinstance(target, LocalBackend):
         agent_argv += ["--store", str(Path(store).absolute())]
+    out: dict[str, Any] = {"sweep_id": sweep_id, "backend": chosen, "agent_command": agent_argv}
+    if not isinstance(target, LocalBackend):
+        from wbsweep.backends.wandb import SweepPath, sweep_url
+
+        out["url"] = sweep_url(SweepPath.parse(sweep_id))
     if as_json:
-        out = {"sweep_id": sweep_id, "backend": chosen, "agent_command": agent_argv}
-        click.echo(json.dumps({**out, "config": config}, indent=2))
+        click.echo(json.dumps({**out, "config": prepared.config}, indent=2))
         return
+    if requested == "auto":
+        why = "logged in to W&B" if chosen == "wandb" else "no W&B login found"
+        click.echo(f"Backend: {chosen} (auto: {why}).")
     where = f" in {target.path}" if isinstance(target, LocalBackend) else ""
     click.echo(f"Created sweep {sweep_id} ({chosen} backend{where}).")
+    if "url" in out:
+        click.echo(f"View it at {out['url']}")
     click.echo("Start agents with:")
     click.echo(f"  {shlex.join(agent_argv)}")
 
@@ -153,7 +176,7 @@ def agent(
     store: str | None,
 ) -> None:
     """Run trials of SWEEP on this node until the sweep is done."""
-    from wbsweep.agent import Agent, plan_slots, visible_gpus
+    from wbsweep.agent import plan_slots, run_agent, visible_gpus
 
     target, sweep_id = backend_for_sweep(sweep, store=store)
     record = target.sweep(sweep_id)
@@ -163,26 +186,13 @@ def agent(
         workers=workers,
         processes_per_trial=processes_per_trial,
     )
-    assert isinstance(target, LocalBackend)
-    store_path = str(target.path)
     click.echo(f"Sweep {sweep_id}: {record.state.lower()}, {len(slots)} worker(s) on this node.")
-    code = Agent(
-        lambda slot: [
-            sys.executable,
-            "-m",
-            "wbsweep.worker",
-            store_path,
-            sweep_id,
-            f"{os.uname().nodename}-w{slot.index}",
-        ],
-        slots,
-    ).run()
+    code = run_agent(target, sweep_id, slots)
     runs = target.runs(sweep_id)
     counts = {s: sum(r.state == s for r in runs) for s in backend_base.RUN_STATES}
     shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    click.echo(
-        f"Sweep {sweep_id}: {target.sweep(sweep_id).state.lower()}; runs: {shown or 'none'}."
-    )
+    state = target.sweep(sweep_id).state.lower()
+    click.echo(f"Sweep {sweep_id}: {state}; runs: {shown or 'none'}.")
     sys.exit(code)
 
 
@@ -254,6 +264,7 @@ main.add_command(_state_command(backend_base.SWEEP_RUNNING, "Resume"))
 main.add_command(
     _state_command(backend_base.SWEEP_FINISHED, "Stop (no new runs; running ones finish)")
 )
+main.add_command(_state_command(backend_base.SWEEP_CANCELED, "Cancel (running trials are stopped)"))
 
 
 def _run_json(run: backend_base.RunRecord) -> dict[str, Any]:

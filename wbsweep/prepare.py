@@ -26,9 +26,19 @@ class SweepOptions:
     name: str | None = None
     hyperband_min_iter: int | None = None
     hyperband_eta: int | None = None
+    project: str | None = None
 
 
-def prepare_sweep(sweep_file: str | os.PathLike[str], options: SweepOptions) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PreparedSweep:
+    """A validated sweep config, the sweep file it came from and its W&B project."""
+
+    config: dict[str, Any]
+    sweep_file: str
+    project: str | None
+
+
+def prepare_sweep(sweep_file: str | os.PathLike[str], options: SweepOptions) -> PreparedSweep:
     """Load ``sweep_file``, translate its ``hp_space`` and build the validated sweep config."""
     loaded = load_sweep_file(sweep_file)
     chosen = {k: v for k, v in asdict(options).items() if v is not None}
@@ -40,7 +50,7 @@ def prepare_sweep(sweep_file: str | os.PathLike[str], options: SweepOptions) -> 
             "min_iter": merged["hyperband_min_iter"],
             "eta": merged.get("hyperband_eta", 3),
         }
-    return sweep_config.build_sweep_config(
+    config = sweep_config.build_sweep_config(
         space.translate(loaded.hp_space),
         sweep_file=loaded.path,
         method=merged.get("method"),
@@ -50,3 +60,4 @@ def prepare_sweep(sweep_file: str | os.PathLike[str], options: SweepOptions) -> 
         early_terminate=early_terminate,
         name=merged.get("name"),
     )
+    return PreparedSweep(config, loaded.path, merged.get("project"))

@@ -14,7 +14,7 @@ Environment read:
 
 * ``RANK`` (set by the launcher): which rank this is; absent means 0.
 * ``WANDB_RUN_ID``, ``WANDB_SWEEP_ID``: the run (and sweep) to join.
-* ``WANDB_PROJECT``: the project when the sweep file's ``SWEEP`` names none.
+* ``WANDB_PROJECT``: the run's project (``wandb agent`` sets the sweep's); else ``SWEEP``'s.
 * ``WBSWEEP_STORE``: the local store to report to (rank 0 only).
 * ``WBSWEEP_DEBUG=1``: print full tracebacks on failure.
 """
@@ -421,7 +421,8 @@ def _start_wandb(
 ) -> Any:
     import wandb
 
-    project = sweep.defaults.get("project") or os.environ.get("WANDB_PROJECT") or "wbsweep"
+    # `wandb agent entity/project/id` exports the sweep's project: the run must join it.
+    project = os.environ.get("WANDB_PROJECT") or sweep.defaults.get("project") or "wbsweep"
     # Params last: a sweep run's config must hold the sweep's own values.
     config = {**args.to_sanitized_dict(), **params}
     run = wandb.init(

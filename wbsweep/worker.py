@@ -29,6 +29,7 @@ from wbsweep.command import expand_command
 KILL_DELAY_ENV = "WBSWEEP_KILL_DELAY"
 DEFAULT_KILL_DELAY = 30.0
 _PAUSED_POLL = 2.0
+_CANCEL_POLL = 5.0
 
 
 @dataclass(frozen=True)
@@ -145,11 +146,16 @@ class Worker:
         assert self._proc is not None
         proc = self._proc
         termed_at: float | None = None
+        checked = time.monotonic()
         while True:
             try:
                 return proc.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 pass
+            if time.monotonic() - checked > _CANCEL_POLL:
+                checked = time.monotonic()
+                if self.backend.sweep(self.sweep_id).state == base.SWEEP_CANCELED:
+                    self._stopping = True
             if self._stopping and termed_at is None:
                 termed_at = time.monotonic()
                 procs.signal_group(proc.pid, signal.SIGTERM)

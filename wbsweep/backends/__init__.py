@@ -35,23 +35,34 @@ def choose_backend(requested: str | None) -> str:
     if name not in BACKENDS:
         raise WbsweepError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
     if name == "auto":
-        return "local"
+        from wbsweep.backends.wandb import has_credentials
+
+        return "wandb" if has_credentials() else "local"
     return name
 
 
-def open_backend(name: str, *, store: str | Path | None = None) -> Backend:
-    """An instance of a concrete backend."""
+def open_backend(
+    name: str,
+    *,
+    store: str | Path | None = None,
+    entity: str | None = None,
+    project: str | None = None,
+) -> Backend:
+    """An instance of a concrete backend (``wandb`` checks the server and the key first)."""
     if name == "local":
         return LocalBackend(store if store is not None else default_store_path())
     if name == "wandb":
-        raise WbsweepError(
-            "the wandb backend is not available in this version of wbsweep; use --backend local"
-        )
+        from wbsweep.backends.wandb import WandbBackend
+
+        return WandbBackend(entity=entity, project=project)
     raise WbsweepError(f"unknown backend {name!r}")
 
 
 def backend_for_sweep(sweep_ref: str, *, store: str | Path | None = None) -> tuple[Backend, str]:
     """The backend holding ``sweep_ref`` and the sweep's id within it."""
     if "/" in sweep_ref:
-        return open_backend("wandb"), sweep_ref
+        from wbsweep.backends.wandb import SweepPath
+
+        path = SweepPath.parse(sweep_ref)
+        return open_backend("wandb", entity=path.entity, project=path.project), str(path)
     return open_backend("local", store=store), sweep_ref

@@ -40,12 +40,8 @@ def default_store_path() -> Path:
 
 def _sweeps_engine() -> Any:
     """The ``sweeps`` package, imported late (it pulls in scikit-learn and scipy)."""
-    import warnings
+    import sweeps
 
-    with warnings.catch_warnings():
-        # sweeps 0.3 still spells a pydantic-v1 config key; nothing a user can act on.
-        warnings.simplefilter("ignore", UserWarning)
-        import sweeps
     return sweeps
 
 
