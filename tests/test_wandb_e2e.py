@@ -68,7 +68,8 @@ def test_sweep_on_wandb_two_agents_two_ranks_and_best(
     for run in runs:
         assert math.isfinite(run["summary"]["objective"])
         # The run config holds the sweep params and the effective TrainingArguments.
-        assert run["config"]["learning_rate"] == pytest.approx(run["raw_config"]["learning_rate"]["value"])
+        swept_lr = run["raw_config"]["learning_rate"]["value"]
+        assert run["config"]["learning_rate"] == pytest.approx(swept_lr)
         assert run["config"]["output_dir"].endswith(f"run-{run['id']}")
         # The Trainer's own W&B reporting landed in this same run.
         assert any("train/loss" in row for row in run["history"])
@@ -78,7 +79,7 @@ def test_sweep_on_wandb_two_agents_two_ranks_and_best(
         ]  # fmt: skip
         assert sorted(b["process_index"] for b in mine) == [0, 1]
         for b in mine:
-            assert b["learning_rate"] == pytest.approx(run["raw_config"]["learning_rate"]["value"])
+            assert b["learning_rate"] == pytest.approx(swept_lr)
     # Only rank 0 made a run: one W&B run per trial, no stray ones.
     assert len(wandb_double.runs()) == 3
 
@@ -148,9 +149,7 @@ def test_auto_picks_wandb_when_logged_in_and_says_so(wandb_double: WandbDouble) 
 
 
 def test_auto_picks_local_without_a_login(tmp_path: Path) -> None:
-    result = wbsweep(
-        "create", str(TEST_SWEEPS / "record_ranks.py"), NETRC=str(tmp_path / "none")
-    )
+    result = wbsweep("create", str(TEST_SWEEPS / "record_ranks.py"), NETRC=str(tmp_path / "none"))
     assert result.returncode == 0, result.stderr
     assert "Backend: local (auto: no W&B login found)" in result.stdout
 
