@@ -231,12 +231,24 @@ def status(sweep: str, store: str | None, as_json: bool) -> None:
 @click.argument("sweep")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the BestRun as JSON.")
-def best(sweep: str, store: str | None, as_json: bool) -> None:
+@click.option(
+    "--args", "as_args", is_flag=True, help="Print the best params as TrainingArguments overrides."
+)
+def best(sweep: str, store: str | None, as_json: bool, as_args: bool) -> None:
     """The BestRun of SWEEP, over every worker that ran it."""
     from wbsweep.best import best_run
 
     target, sweep_id = backend_for_sweep(sweep, store=store)
     result = best_run(target, sweep_id)
+    if as_args:
+        from wbsweep.retrain import args_overrides, split_params
+
+        click.echo(shlex.join(args_overrides(result.hyperparameters)))
+        _, model_params = split_params(result.hyperparameters)
+        if model_params:
+            shown = " ".join(f"{k}={v}" for k, v in model_params.items())
+            click.echo(f"model_init params (not TrainingArguments): {shown}", err=True)
+        return
     if as_json:
         click.echo(json.dumps(result._asdict(), indent=2))
         return
@@ -245,6 +257,39 @@ def best(sweep: str, store: str | None, as_json: bool) -> None:
     click.echo("Hyperparameters:")
     for key, value in result.hyperparameters.items():
         click.echo(f"  {key}: {value}")
+
+
+@main.command()
+@click.argument("sweep")
+@store_option
+@click.option("--full", is_flag=True, help="Train on train+eval (nothing held out).")
+@click.option("--output-dir", type=click.Path(file_okay=False), default=None)
+@click.option(
+    "--sweep-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The sweep file [default: the one the sweep was created from].",
+)
+def retrain(
+    sweep: str, store: str | None, full: bool, output_dir: str | None, sweep_file: str | None
+) -> None:
+    """Train and save the final model with SWEEP's best hyperparameters."""
+    from wbsweep.best import best_run
+    from wbsweep.retrain import retrain as run_retrain
+    from wbsweep.sweepfile import load_sweep_file
+
+    target, sweep_id = backend_for_sweep(sweep, store=store)
+    path = sweep_file or target.sweep(sweep_id).sweep_file
+    if not path:
+        raise WbsweepError(f"sweep {sweep_id} does not name its sweep file; pass --sweep-file")
+    result = best_run(target, sweep_id)
+    click.echo(f"Retraining with run {result.run_id} (objective {result.objective:.6g})")
+    done = run_retrain(
+        load_sweep_file(path), result, full=full, output_dir=output_dir, sweep_id=sweep_id
+    )
+    for key, value in done.metrics.items():
+        click.echo(f"  {key}: {value:.6g}")
+    click.echo(f"Saved the model and its training arguments to {done.output_dir}")
 
 
 def _state_command(state: str, verb: str) -> click.Command:

@@ -48,6 +48,9 @@ __all__ = [
     "Reporter",
     "TrialResult",
     "apply_params",
+    "datasets_of",
+    "trainer_kwargs_of",
+    "training_fields",
     "main",
     "reporter_from_env",
     "run_trial",
@@ -179,8 +182,8 @@ def run_trial(
     if not isinstance(base, TrainingArguments):
         raise TrialError(f"training_args() returned {type(base).__name__}, not TrainingArguments")
     args = apply_params(base, params, run_dir=f"run-{run_id}")
-    train_dataset, eval_dataset = _datasets(sweep)
-    kwargs = _trainer_kwargs(sweep)
+    train_dataset, eval_dataset = datasets_of(sweep)
+    kwargs = trainer_kwargs_of(sweep)
     if is_main and reporter is not None:
         started = _started_callback(reporter, run_id)
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), started]
@@ -245,6 +248,15 @@ def apply_params(base: Any, params: Mapping[str, Any], *, run_dir: str | None = 
     except (TypeError, ValueError) as exc:
         message = " ".join(str(exc).split())
         raise TrialError(f"TrainingArguments rejected the trial's params: {message}") from exc
+
+
+def training_fields(cls: type | None = None) -> frozenset[str]:
+    """Names of the ``TrainingArguments`` fields (of ``cls``, a subclass, when given)."""
+    if cls is None:
+        from transformers import TrainingArguments
+
+        cls = TrainingArguments
+    return frozenset(_field_hints(cls))
 
 
 @functools.cache
@@ -350,14 +362,14 @@ class _ModelInit:
         return model
 
 
-def _datasets(sweep: SweepFile) -> tuple[Any, Any]:
+def datasets_of(sweep: SweepFile) -> tuple[Any, Any]:
     value = sweep.datasets()
     if not isinstance(value, tuple | list) or len(value) != 2:
         raise TrialError("datasets() must return (train_dataset, eval_dataset)")
     return value[0], value[1]
 
 
-def _trainer_kwargs(sweep: SweepFile) -> dict[str, Any]:
+def trainer_kwargs_of(sweep: SweepFile) -> dict[str, Any]:
     if sweep.trainer_kwargs is None:
         return {}
     kwargs = sweep.trainer_kwargs()

@@ -184,8 +184,13 @@ class WandbBackend(base.Backend):
     def sweep(self, sweep_id: str) -> base.SweepRecord:
         path = SweepPath.parse(sweep_id)
         found = self._api_sweep(path)
+        config = dict(found.config)
         return base.SweepRecord(
-            id=str(path), config=dict(found.config), state=str(found.state).upper()
+            id=str(path),
+            config=config,
+            state=str(found.state).upper(),
+            # wbsweep registers the sweep file as the sweep's program.
+            sweep_file=config.get("program"),
         )
 
     def runs(self, sweep_id: str) -> list[base.RunRecord]:
