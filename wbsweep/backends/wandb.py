@@ -278,6 +278,8 @@ def _run_record(run: Any, sweep: base.SweepRecord, sweep_path: str) -> base.RunR
         objective=objective,
         metrics=metrics,
         created_at=_timestamp(getattr(run, "created_at", None)),
+        # W&B creates a sweep run when an agent takes it.
+        claimed_at=_timestamp(getattr(run, "created_at", None)),
         started_at=None,
         finished_at=_timestamp(getattr(run, "heartbeat_at", None)),
     )
