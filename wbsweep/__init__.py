@@ -13,3 +13,9 @@ warnings.filterwarnings(
 __version__ = "0.1.0"
 
 __all__ = ["__version__"]
+
+# Route `trainer.hyperparameter_search(backend="wandb")` through wbsweep without
+# importing Transformers here (see wbsweep.hf); WBSWEEP_HF_PLUGIN=0 turns it off.
+from wbsweep.hf._install import auto_install as _auto_install  # noqa: E402
+
+_auto_install()

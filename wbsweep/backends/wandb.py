@@ -25,6 +25,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,14 +86,14 @@ class SweepPath:
         return cls(*parts)
 
 
-def base_url(env: dict[str, str] | None = None) -> str:
-    source = os.environ if env is None else env
+def base_url(env: Mapping[str, str] | None = None) -> str:
+    source: Mapping[str, str] = os.environ if env is None else env
     return (source.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
 
 
-def api_key(env: dict[str, str] | None = None) -> str | None:
+def api_key(env: Mapping[str, str] | None = None) -> str | None:
     """The key the SDK would use: ``WANDB_API_KEY``, else ``wandb login``'s netrc entry."""
-    source = os.environ if env is None else env
+    source: Mapping[str, str] = os.environ if env is None else env
     if source.get("WANDB_API_KEY"):
         return source["WANDB_API_KEY"]
     host = urllib.parse.urlparse(base_url(source)).hostname or ""
@@ -104,7 +105,7 @@ def api_key(env: dict[str, str] | None = None) -> str | None:
     return entry[2] if entry and entry[2] else None
 
 
-def has_credentials(env: dict[str, str] | None = None) -> bool:
+def has_credentials(env: Mapping[str, str] | None = None) -> bool:
     return api_key(env) is not None
 
 
@@ -357,6 +358,6 @@ def wandb_executable() -> str:
     return str(beside) if beside.exists() else "wandb"
 
 
-def child_env(env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
     """An environment for a ``wandb`` child: without this process's ``wandb-core`` address."""
     return {k: v for k, v in env.items() if k != "WANDB_SERVICE"}

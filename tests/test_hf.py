@@ -1,0 +1,451 @@
+"""The Transformers plugin: ``trainer.hyperparameter_search(backend="wandb")`` through wbsweep.
+
+In-process tests drive a real ``Trainer`` (a tiny BERT from a config) on the
+local backend. The slow ones run ``examples/hf_search_docs.py`` (the docs'
+snippet) as users do: as a script, a second process joining the sweep, against
+the W&B protocol double, and under a 2-rank ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import REPO
+from wandb_double import WandbDouble
+
+import wbsweep.hf
+from wbsweep.backends import LocalBackend
+from wbsweep.errors import ConfigError
+from wbsweep.hf.search import parse_options, sweep_config
+from wbsweep.hf.session import RecordingParams, unused_params
+
+EXAMPLE = REPO / "examples" / "hf_search_docs.py"
+PYTHON = sys.executable
+ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+
+# ---------------------------------------------------------------- install
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+_PROBE = """
+import sys, wbsweep
+print("eager", "transformers" in sys.modules)
+from transformers import Trainer  # imports transformers.hyperparameter_search
+from transformers.hyperparameter_search import ALL_HYPERPARAMETER_SEARCH_BACKENDS as table
+from transformers.trainer_utils import HPSearchBackend
+print("backend", table[HPSearchBackend.WANDB].__module__)
+print("hooks", sum(type(f).__module__.startswith("wbsweep") for f in sys.meta_path))
+"""
+
+
+@pytest.mark.slow
+def test_import_wbsweep_installs_lazily_and_env_turns_it_off() -> None:
+    result = run_python(_PROBE)
+    assert result.returncode == 0, result.stderr
+    assert "eager False" in result.stdout  # wbsweep never imports transformers itself
+    assert "backend wbsweep.hf.backend" in result.stdout
+    assert "hooks 0" in result.stdout  # the hook removed itself once it fired
+
+    off = run_python(_PROBE, WBSWEEP_HF_PLUGIN="0")
+    assert off.returncode == 0, off.stderr
+    assert "backend transformers.hyperparameter_search" in off.stdout
+
+
+def test_install_is_idempotent_and_uninstall_restores() -> None:
+    from transformers.hyperparameter_search import ALL_HYPERPARAMETER_SEARCH_BACKENDS as table
+    from transformers.trainer_utils import HPSearchBackend
+
+    wbsweep.hf.install()
+    wbsweep.hf.install()
+    assert table[HPSearchBackend.WANDB].__module__ == "wbsweep.hf.backend"
+    assert wbsweep.hf.is_installed()
+    wbsweep.hf.uninstall()
+    assert table[HPSearchBackend.WANDB].__module__ == "transformers.hyperparameter_search"
+    wbsweep.hf.install()
+    assert wbsweep.hf.is_installed()
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def test_options_defaults_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = parse_options(5, "maximize", {"wbsweep_backend": "local"})
+    assert (options.backend, options.n_trials, options.goal, options.count) == (
+        "local", 5, "maximize", None
+    )  # fmt: skip
+    joined = parse_options(5, "minimize", {"sweep_id": "e/p/abc", "wbsweep_count": 2})
+    assert (joined.backend, joined.sweep_id, joined.count) == ("wandb", "e/p/abc", 2)
+    monkeypatch.setenv("WBSWEEP_SWEEP_ID", "zz")
+    monkeypatch.setenv("WBSWEEP_COUNT", "1")
+    from_env = parse_options(5, "minimize", {"wbsweep_backend": "local"})
+    assert (from_env.sweep_id, from_env.count) == ("zz", 1)
+    with pytest.raises(TypeError, match="sweeep_id"):
+        parse_options(5, "minimize", {"sweeep_id": "x"})
+    with pytest.raises(ConfigError, match="single-objective"):
+        parse_options(5, ["minimize", "maximize"], {})
+
+
+def test_sweep_config_from_the_docs_space_and_an_optuna_space() -> None:
+    def wandb_hp_space(trial: Any) -> dict[str, Any]:
+        return {
+            "method": "bayes",
+            "metric": {"name": "objective", "goal": "maximize"},
+            "parameters": {"learning_rate": {"distribution": "uniform", "min": 1e-6, "max": 1e-4}},
+        }
+
+    options = parse_options(7, "minimize", {"wbsweep_backend": "local", "name": "n"})
+    config = sweep_config(wandb_hp_space, options)
+    assert config["method"] == "bayes"
+    # direction wins over the config's goal, as in Transformers' own W&B backend
+    assert config["metric"] == {"name": "objective", "goal": "minimize"}
+    assert config["run_cap"] == 7 and config["name"] == "n"
+    assert config["command"] == ["${env}", "${interpreter}", "${program}", "${args}"]
+
+    def optuna_space(trial: Any) -> dict[str, Any]:
+        return {"learning_rate": trial.suggest_float("learning_rate", 1e-6, 1e-4, log=True)}
+
+    options = parse_options(3, "max", {"wbsweep_backend": "local", "metric": "acc"})
+    config = sweep_config(optuna_space, options)
+    assert config["parameters"] == {
+        "learning_rate": {"distribution": "log_uniform_values", "min": 1e-6, "max": 1e-4}
+    }
+    assert config["metric"] == {"name": "acc", "goal": "maximize"}
+
+
+def test_recording_params_notes_what_model_init_reads() -> None:
+    params = RecordingParams({"a": 1, "b": 2, "c": 3})
+    assert params["a"] == 1 and params.get("b") == 2 and "zz" not in params
+    assert params.read == {"a", "b", "zz"}
+    everything = RecordingParams({"a": 1, "b": 2})
+    assert dict(everything) == {"a": 1, "b": 2}
+    assert everything.read == {"a", "b"}
+
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(output_dir="o", report_to="none")
+    assert unused_params({"learning_rate": 1, "dropout": 0, "typo": 1}, args, {"dropout"}) == [
+        "typo"
+    ]
+
+
+# ---------------------------------------------------------------- in-process searches
+
+VOCAB, SEQ = 50, 8
+
+
+def tiny_data(n: int, seed: int) -> Any:
+    import torch
+    from datasets import Dataset
+
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB, (n, SEQ), generator=generator)
+    labels = (ids[:, 0] < VOCAB // 2).long()
+    return Dataset.from_dict(
+        {"input_ids": ids.tolist(), "attention_mask": [[1] * SEQ] * n, "labels": labels.tolist()}
+    )
+
+
+def tiny_model(trial: dict[str, Any] | None) -> Any:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    params = trial or {}
+    config = BertConfig(
+        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=SEQ, num_labels=2,
+        hidden_dropout_prob=float(params.get("hidden_dropout_prob", 0.1)),
+    )  # fmt: skip
+    return BertForSequenceClassification(config)
+
+
+def tiny_trainer(tmp_path: Path, model_init: Any = tiny_model, **kwargs: Any) -> Any:
+    from transformers import Trainer, TrainingArguments
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=16,
+        save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True,
+        average_tokens_across_devices=False,
+    )  # fmt: skip
+    return Trainer(
+        model_init=model_init, args=args, train_dataset=tiny_data(64, 1),
+        eval_dataset=tiny_data(32, 2), **kwargs,
+    )  # fmt: skip
+
+
+def optuna_space(trial: Any) -> dict[str, Any]:
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        "per_device_train_batch_size": trial.suggest_categorical(
+            "per_device_train_batch_size", [8, 16]
+        ),
+        "hidden_dropout_prob": trial.suggest_float("hidden_dropout_prob", 0.0, 0.3),
+        "warmup_typo": trial.suggest_float("warmup_typo", 0.0, 0.1),
+    }
+
+
+def test_local_search_in_process(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def model_init(trial: dict[str, Any] | None) -> Any:
+        if trial is not None:
+            seen.append(dict(hidden_dropout_prob=trial["hidden_dropout_prob"]))
+        return tiny_model(trial)
+
+    trainer = tiny_trainer(tmp_path, model_init)
+    base_args = trainer.args
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        best = trainer.hyperparameter_search(
+            backend="wandb", hp_space=optuna_space, n_trials=2, wbsweep_backend="local",
+            compute_objective=lambda m: m["eval_loss"],
+        )  # fmt: skip
+    store = LocalBackend(os.environ["WBSWEEP_STORE"])
+    (sweep,) = store.sweeps()
+    runs = store.runs(sweep.id)
+    assert len(runs) == 2 and [r.state for r in runs] == ["finished"] * 2
+    winner = min(runs, key=lambda r: r.objective)
+    assert best.run_id == winner.id
+    assert best.objective == pytest.approx(winner.objective)
+    assert best.hyperparameters == winner.params
+    assert best.run_summary["sweep_id"] == sweep.id
+    for run in runs:
+        assert run.objective == pytest.approx(run.metrics["eval_loss"])
+        assert run.started_at is not None
+    # model params reach model_init through the trial dict, once per trial
+    assert [s["hidden_dropout_prob"] for s in seen] == [
+        r.params["hidden_dropout_prob"] for r in runs
+    ]
+    # the unused param is reported once, by name; model params are not
+    unused = [w for w in caught if "warmup_typo" in str(w.message)]
+    assert len(unused) == 1
+    assert "hidden_dropout_prob" not in str(unused[0].message)
+    # the trainer is back as the user left it
+    assert trainer.args is base_args and trainer.model_init is model_init
+    assert trainer.hp_search_backend is None
+
+
+def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> None:
+    def model_init(trial: dict[str, Any] | None) -> Any:
+        if trial is not None and trial["per_device_train_batch_size"] == 8:
+            raise ValueError("no batch size 8 today")
+        return tiny_model(trial)
+
+    def space(trial: Any) -> dict[str, Any]:
+        return {
+            "method": "grid",
+            "parameters": {"per_device_train_batch_size": {"values": [8, 16]}},
+        }
+
+    trainer = tiny_trainer(tmp_path, model_init)
+    best = trainer.hyperparameter_search(
+        backend="wandb", hp_space=space, n_trials=2, wbsweep_backend="local"
+    )
+    (sweep,) = LocalBackend(os.environ["WBSWEEP_STORE"]).sweeps()
+    runs = LocalBackend(os.environ["WBSWEEP_STORE"]).runs(sweep.id)
+    assert sorted(r.state for r in runs) == ["failed", "finished"]
+    assert best.hyperparameters == {"per_device_train_batch_size": 16}
+    assert sweep.config["method"] == "grid"
+
+
+def test_model_and_model_init_errors_are_transformers_own(tmp_path: Path) -> None:
+    from transformers import Trainer
+
+    with pytest.raises(ValueError, match="requires either a `model` or `model_init` argument, but"):
+        tiny_trainer(tmp_path, model=tiny_model(None))
+    trainer = Trainer(model=tiny_model(None), args=tiny_trainer(tmp_path).args)
+    message = "you need to pass your model through a model_init function"
+    with pytest.raises(RuntimeError, match=message):
+        trainer.hyperparameter_search(backend="wandb", wbsweep_backend="local")
+    from wbsweep.hf.backend import WbsweepBackend
+
+    with pytest.raises(RuntimeError, match=message):  # called directly, past Trainer's check
+        WbsweepBackend().run(trainer, 1, "minimize", wbsweep_backend="local")
+
+
+# ---------------------------------------------------------------- the docs' example, as a script
+
+# Runs the example as `python example.py` would, records what each rank's
+# Trainer trained with, and writes the BestRun each rank returned.
+_WRAPPER = """
+import json, os, runpy, sys
+import transformers
+
+record = os.environ["HF_TEST_RECORD"]
+rank = int(os.environ.get("RANK", "0"))
+train = transformers.Trainer.train
+
+def recording_train(self, *args, **kwargs):
+    line = {"rank": rank, "world_size": self.args.world_size, "output_dir": self.args.output_dir,
+            "learning_rate": self.args.learning_rate,
+            "per_device_train_batch_size": self.args.per_device_train_batch_size,
+            "hp_search": self.hp_search_backend is not None}
+    with open(os.path.join(record, f"rank{rank}.jsonl"), "a") as handle:
+        handle.write(json.dumps(line) + "\\n")
+    return train(self, *args, **kwargs)
+
+transformers.Trainer.train = recording_train
+sys.argv = [sys.argv[1]]
+found = runpy.run_path(sys.argv[0], run_name="__main__")
+with open(os.path.join(record, f"best{rank}-{os.getpid()}.json"), "w") as handle:
+    json.dump(found["best_trial"]._asdict(), handle)
+"""
+
+
+def example_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    record = tmp_path / "record"
+    record.mkdir(exist_ok=True)
+    return {
+        **os.environ, "HF_TEST_RECORD": str(record), "HF_SEARCH_N_TRIALS": "3",
+        "PYTHONPATH": str(REPO), **extra,
+    }  # fmt: skip
+
+
+def run_example(tmp_path: Path, env: dict[str, str], *launcher: str) -> None:
+    wrapper = tmp_path / "run_example.py"
+    wrapper.write_text(_WRAPPER)
+    argv = (
+        [*launcher, str(wrapper), str(EXAMPLE)]
+        if launcher
+        else [PYTHON, str(wrapper), str(EXAMPLE)]
+    )
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+
+def records(tmp_path: Path) -> list[dict[str, Any]]:
+    lines = []
+    for path in (tmp_path / "record").glob("rank*.jsonl"):
+        lines += [json.loads(line) for line in path.read_text().splitlines()]
+    return [line for line in lines if line["hp_search"]]
+
+
+def bests(tmp_path: Path) -> list[dict[str, Any]]:
+    files = sorted((tmp_path / "record").glob("best*.json"), key=lambda p: p.stat().st_mtime)
+    return [json.loads(p.read_text()) for p in files]
+
+
+def assert_is_best_of(best: dict[str, Any], runs: list[Any]) -> None:
+    finished = [r for r in runs if r.state == "finished" and math.isfinite(r.objective)]
+    winner = min(finished, key=lambda r: r.objective)
+    assert best["run_id"] == winner.id
+    assert best["objective"] == pytest.approx(winner.objective)
+    assert best["hyperparameters"] == winner.params
+
+
+@pytest.mark.slow
+def test_docs_example_local_and_a_second_process_joins(tmp_path: Path) -> None:
+    store = LocalBackend(os.environ["WBSWEEP_STORE"])
+    env = example_env(tmp_path, WBSWEEP_BACKEND="local", WBSWEEP_COUNT="1")
+    run_example(tmp_path, env)
+    (sweep,) = store.sweeps()
+    assert sweep.config["run_cap"] == 3
+    assert len(store.runs(sweep.id)) == 1  # this process ran its one trial
+
+    env = example_env(tmp_path, WBSWEEP_BACKEND="local", WBSWEEP_SWEEP_ID=sweep.id)
+    run_example(tmp_path, env)
+    assert len(store.sweeps()) == 1
+    runs = store.runs(sweep.id)
+    assert len(runs) == 3 and {r.state for r in runs} == {"finished"}
+    assert len({r.worker for r in runs}) == 2  # both processes contributed
+    first, second = bests(tmp_path)
+    assert_is_best_of(first, runs[:1])
+    assert_is_best_of(second, runs)  # the joiner's BestRun covers every process's runs
+    assert set(second["hyperparameters"]) == {"learning_rate", "per_device_train_batch_size"}
+    trained = records(tmp_path)
+    for run in runs:
+        (line,) = [t for t in trained if t["output_dir"].endswith(f"run-{run.id}")]
+        assert line["learning_rate"] == pytest.approx(run.params["learning_rate"])
+        assert line["per_device_train_batch_size"] == run.params["per_device_train_batch_size"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_docs_example_two_ranks_train_every_trial_alike(tmp_path: Path) -> None:
+    env = example_env(
+        tmp_path, WBSWEEP_BACKEND="local", HF_SEARCH_N_TRIALS="2", ACCELERATE_USE_CPU="true"
+    )
+    run_example(tmp_path, env, *two_ranks())
+    store = LocalBackend(os.environ["WBSWEEP_STORE"])
+    (sweep,) = store.sweeps()  # one sweep, though two ranks called hyperparameter_search
+    runs = store.runs(sweep.id)
+    assert len(runs) == 2 and {r.state for r in runs} == {"finished"}
+    assert len({r.worker for r in runs}) == 1
+    trained = records(tmp_path)
+    assert len(trained) == 4
+    for run in runs:
+        mine = [t for t in trained if t["output_dir"].endswith(f"run-{run.id}")]
+        assert sorted(t["rank"] for t in mine) == [0, 1]
+        for line in mine:
+            assert line["world_size"] == 2
+            assert line["learning_rate"] == pytest.approx(run.params["learning_rate"])
+            assert line["per_device_train_batch_size"] == run.params["per_device_train_batch_size"]
+    rank0, rank1 = bests(tmp_path)
+    assert rank0 == rank1  # every rank returns the same BestRun
+    assert_is_best_of(rank0, runs)
+    # only rank 0 made W&B runs: one offline run per trial
+    assert len(list(Path(os.environ["WANDB_DIR"], "wandb").glob("offline-run-*"))) == 2
+
+
+def two_ranks() -> list[str]:
+    return [
+        ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2",
+        "--main_process_port", str(free_port()),
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_docs_example_against_wandb_on_two_ranks(wandb_double: WandbDouble, tmp_path: Path) -> None:
+    extra = {"WBSWEEP_BACKEND": "wandb", "HF_SEARCH_N_TRIALS": "2", "ACCELERATE_USE_CPU": "true"}
+    env = wandb_double.child_env({**example_env(tmp_path), **extra})
+    env["WANDB_PROJECT"] = "hf"
+    run_example(tmp_path, env, *two_ranks())
+    (sweep,) = wandb_double.sweeps()
+    assert sweep["config"]["run_cap"] == 2
+    assert sweep["config"]["metric"] == {"name": "objective", "goal": "minimize"}
+    assert len(wandb_double.agents()) == 1  # rank 0 alone talks to W&B
+    runs = wandb_double.runs()  # and only rank 0 made runs: one per trial
+    assert len(runs) == 2 and [r["state"] for r in runs] == ["finished"] * 2
+    for run in runs:
+        assert math.isfinite(run["summary"]["objective"])
+        assert any("train/loss" in row or "eval/loss" in row for row in run["history"])
+    winner = min(runs, key=lambda r: r["summary"]["objective"])
+    rank0, rank1 = bests(tmp_path)
+    assert rank0 == rank1
+    assert rank0["run_id"] == winner["id"]
+    assert rank0["objective"] == pytest.approx(winner["summary"]["objective"])
+    assert rank0["hyperparameters"] == {
+        k: v for k, v in winner["config"].items() if k in sweep["config"]["parameters"]
+    }
+    assert rank0["run_summary"]["sweep_id"] == f"{wandb_double.entity}/hf/{sweep['id']}"
+    trained = records(tmp_path)
+    assert len(trained) == 4
+    for run in runs:
+        mine = [t for t in trained if t["output_dir"].endswith(f"run-{run['id']}")]
+        assert sorted(t["rank"] for t in mine) == [0, 1]
+        for line in mine:
+            assert line["learning_rate"] == pytest.approx(
+                run["raw_config"]["learning_rate"]["value"]
+            )
