@@ -449,3 +449,26 @@ def test_docs_example_against_wandb_on_two_ranks(wandb_double: WandbDouble, tmp_
             assert line["learning_rate"] == pytest.approx(
                 run["raw_config"]["learning_rate"]["value"]
             )
+
+
+@pytest.mark.slow
+def test_docs_example_against_wandb_a_second_process_joins(
+    wandb_double: WandbDouble, tmp_path: Path
+) -> None:
+    extra = {"WBSWEEP_BACKEND": "wandb", "HF_SEARCH_N_TRIALS": "2", "WANDB_PROJECT": "hf"}
+    env = wandb_double.child_env({**example_env(tmp_path), **extra, "WBSWEEP_COUNT": "1"})
+    run_example(tmp_path, env)
+    (sweep,) = wandb_double.sweeps()
+    assert len(wandb_double.runs(sweep["id"])) == 1
+
+    path = f"{wandb_double.entity}/hf/{sweep['id']}"
+    env = wandb_double.child_env({**example_env(tmp_path), **extra, "WBSWEEP_SWEEP_ID": path})
+    run_example(tmp_path, env)
+    assert len(wandb_double.sweeps()) == 1
+    runs = wandb_double.runs(sweep["id"])
+    assert [r["state"] for r in runs] == ["finished"] * 2
+    assert len({r["agent"] for r in runs}) == 2  # one agent per process
+    _, joiner = bests(tmp_path)
+    winner = min(runs, key=lambda r: r["summary"]["objective"])
+    assert joiner["run_id"] == winner["id"]  # the BestRun covers both processes' runs
+    assert joiner["objective"] == pytest.approx(winner["summary"]["objective"])

@@ -204,3 +204,27 @@ def test_sweep_not_found_and_wrong_project(wandb_double: WandbDouble) -> None:
     one_line_error(wbsweep("status", f"{entity}/other/{sweep_id}"), 4, f"{entity}/other")
     one_line_error(wbsweep("status", "not/a/valid/path"), 1, "entity/project/sweep_id")
     one_line_error(wbsweep("best", path), 5, "no finished run")
+
+
+@pytest.mark.slow
+def test_wandb_agent_keeps_going_after_a_failed_trial(
+    wandb_double: WandbDouble, tmp_path: Path
+) -> None:
+    record = tmp_path / "records"
+    record.mkdir()
+    result = wbsweep(
+        "create", str(TEST_SWEEPS / "grid12.py"), "--backend", "wandb", "--project", "g",
+        "--json", WBSWEEP_TEST_GRID_LRS="0.001", WBSWEEP_TEST_GRID_BATCHES="16,8,32",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    path = json.loads(result.stdout)["sweep_id"]
+    result = wbsweep(
+        "agent", path, WBSWEEP_TEST_RECORD_DIR=str(record), WBSWEEP_TEST_FAIL_BATCH="16",
+        WBSWEEP_TEST_WANDB="1", timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = wandb_double.runs(path.split("/")[-1])
+    states = {r["config"]["per_device_train_batch_size"]: r["state"] for r in runs}
+    assert states == {16: "failed", 8: "finished", 32: "finished"}
+    status = json.loads(wbsweep("status", path, "--json").stdout)
+    assert sorted(r["state"] for r in status["runs"]) == ["failed", "finished", "finished"]
