@@ -157,14 +157,18 @@ def _stepped(name: str, low: Any, high: Any, step: Any, n: int) -> tuple[dict, t
     return {"distribution": "q_uniform", "min": low, "max": top, "q": step}, (low, top)
 
 
-def _float_spec(name: str, low: Any, high: Any, step: Any, log: bool) -> tuple[dict, tuple]:
-    low, high = float(_real(name, "low", low)), float(_real(name, "high", high))
-    if step is not None and log:
-        raise _fail(f"parameter '{name}': step and log=True cannot be used together")
+def _check_range(name: str, low: float, high: float, log: bool) -> None:
     if low > high:
         raise _fail(f"parameter '{name}': low {low} is greater than high {high}")
     if log and low <= 0:
         raise _fail(f"parameter '{name}': log=True needs low > 0 (got {low})")
+
+
+def _float_spec(name: str, low: Any, high: Any, step: Any, log: bool) -> tuple[dict, tuple]:
+    low, high = float(_real(name, "low", low)), float(_real(name, "high", high))
+    if step is not None and log:
+        raise _fail(f"parameter '{name}': step and log=True cannot be used together")
+    _check_range(name, low, high, log)
     if low == high:
         return {"value": low}, (low,)
     if log:
@@ -184,10 +188,7 @@ def _int_spec(name: str, low: Any, high: Any, step: Any, log: bool) -> tuple[dic
         raise _fail(f"parameter '{name}': step must be >= 1 (got {step})")
     if log and step != 1:
         raise _fail(f"parameter '{name}': step != 1 and log=True cannot be used together")
-    if low > high:
-        raise _fail(f"parameter '{name}': low {low} is greater than high {high}")
-    if log and low <= 0:
-        raise _fail(f"parameter '{name}': log=True needs low > 0 (got {low})")
+    _check_range(name, low, high, log)
     if low == high:
         return {"value": low}, (low,)
     if log:
