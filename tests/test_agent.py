@@ -37,6 +37,12 @@ def test_one_gpu_per_worker_by_default_and_workers_caps_it() -> None:
     assert len(plan_slots(["0", "1", "2"], workers=2, ports=ports())) == 2
 
 
+def test_more_workers_than_slices_share_them_round_robin() -> None:
+    slots = plan_slots(["0", "1"], workers=3, ports=ports())
+    assert [s.gpus for s in slots] == [("0",), ("1",), ("0",)]
+    assert len({s.port for s in slots}) == 3
+
+
 def test_cpu_workers_and_processes() -> None:
     slots = plan_slots([], workers=3, processes_per_trial=2, ports=ports())
     assert [(s.gpus, s.num_processes) for s in slots] == [((), 2)] * 3

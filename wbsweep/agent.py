@@ -77,9 +77,10 @@ def plan_slots(
 ) -> list[WorkerSlot]:
     """Split the node into worker slots.
 
-    With GPUs: slices of ``gpus_per_trial`` (default 1), one rank per GPU, as
-    many slices as fit (at most ``workers`` when given). On CPU: ``workers``
-    (default 1) slots of ``processes_per_trial`` (default 1) ranks each.
+    With GPUs: slices of ``gpus_per_trial`` (default 1), one rank per GPU, one
+    worker per slice; ``workers`` fewer than that leaves slices idle, more
+    shares the slices round-robin. On CPU: ``workers`` (default 1) slots of
+    ``processes_per_trial`` (default 1) ranks each.
 
     >>> [s.gpus for s in plan_slots(["0", "1", "2", "3"], gpus_per_trial=2, ports=lambda: 1)]
     [('0', '1'), ('2', '3')]
@@ -103,13 +104,10 @@ def plan_slots(
             raise WbsweepError(
                 f"--gpus-per-trial {per} needs {per} GPUs, but this node sees {len(gpus)}"
             )
-        count = len(gpus) // per
-        if workers is not None:
-            count = min(count, workers)
-        return [
-            WorkerSlot(i, tuple(gpus[i * per : (i + 1) * per]), per, next_port())
-            for i in range(count)
-        ]
+        slices = [tuple(gpus[i * per : (i + 1) * per]) for i in range(len(gpus) // per)]
+        # More workers than slices share them round-robin (small models, big GPUs).
+        count = workers if workers is not None else len(slices)
+        return [WorkerSlot(i, slices[i % len(slices)], per, next_port()) for i in range(count)]
     if gpus_per_trial is not None:
         raise WbsweepError("--gpus-per-trial given, but this node sees no GPU")
     return [WorkerSlot(i, (), processes_per_trial or 1, next_port()) for i in range(workers or 1)]
