@@ -73,6 +73,8 @@ def test_sweep_on_wandb_two_agents_two_ranks_and_best(
         assert run["config"]["output_dir"].endswith(f"run-{run['id']}")
         # The Trainer's own W&B reporting landed in this same run.
         assert any("train/loss" in row for row in run["history"])
+        # The objective was logged at each epoch's evaluation, then at the end.
+        assert sum("objective" in row for row in run["history"]) == 3
         mine = [
             b for b in rank_records(record)
             if b["event"] == "train_begin" and b["output_dir"].endswith(f"run-{run['id']}")

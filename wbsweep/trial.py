@@ -189,6 +189,9 @@ def run_trial(
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), started]
 
     run = _start_wandb(sweep, params, args, run_id, metric, goal) if is_main else None
+    progress = _objective_callback(sweep, run, metric) if run is not None else None
+    if progress is not None:
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), progress]
     exit_code = EXIT_FAILED
     try:
         trainer = Trainer(
@@ -199,6 +202,8 @@ def run_trial(
             **kwargs,
         )
         trainer.train()
+        if progress is not None:
+            progress.training = False
         metrics = _plain_floats(trainer.evaluate())
         objective = _objective(sweep, metrics)
         if run is not None:
@@ -398,6 +403,31 @@ def _started_callback(reporter: Reporter, run_id: str) -> Any:
                 reporter.started(run_id)
 
     return ReportStarted()
+
+
+def _objective_callback(sweep: SweepFile, run: Any, metric: str) -> Any:
+    """Logs the objective at every evaluation during training, not only at the end.
+
+    W&B's hyperband reads the sweep metric's history: with the objective logged
+    at each ``eval_strategy`` evaluation, a weak trial can be stopped early.
+    """
+    from transformers import TrainerCallback
+
+    class LogObjective(TrainerCallback):
+        training = True  # the final evaluation is logged by run_trial itself
+
+        def on_evaluate(
+            self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
+        ) -> None:
+            if not (self.training and state.is_world_process_zero and metrics):
+                return
+            try:
+                objective = _objective(sweep, _plain_floats(metrics))
+            except Exception:  # an objective only the final metrics allow
+                return
+            run.log({metric: objective})
+
+    return LogObjective()
 
 
 def _plain_floats(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -77,7 +77,10 @@ def model_init(trial: dict[str, Any] | None) -> Any:
 
 def training_args() -> Any:
     args = tiny.training_args()
-    return dataclasses.replace(args, output_dir="outputs/record_ranks", report_to=["wandb"])
+    # An evaluation each epoch, so the objective has a history (what hyperband reads).
+    return dataclasses.replace(
+        args, output_dir="outputs/record_ranks", report_to=["wandb"], eval_strategy="epoch"
+    )
 
 
 def trainer_kwargs() -> dict[str, Any]:
