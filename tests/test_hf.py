@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -23,6 +22,7 @@ from helpers import REPO
 from wandb_double import WandbDouble
 
 import wbsweep.hf
+from wbsweep.agent import free_port
 from wbsweep.backends import LocalBackend
 from wbsweep.errors import ConfigError
 from wbsweep.hf.search import parse_options, sweep_config
@@ -374,12 +374,6 @@ def test_docs_example_local_and_a_second_process_joins(tmp_path: Path) -> None:
         (line,) = [t for t in trained if t["output_dir"].endswith(f"run-{run.id}")]
         assert line["learning_rate"] == pytest.approx(run.params["learning_rate"])
         assert line["per_device_train_batch_size"] == run.params["per_device_train_batch_size"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.slow

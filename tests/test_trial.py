@@ -6,7 +6,6 @@ import json
 import math
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from transformers.trainer_utils import IntervalStrategy, SchedulerType
 from transformers.training_args import OptimizerNames
 
 from wbsweep import trial
+from wbsweep.agent import free_port
 from wbsweep.errors import TrialError
 from wbsweep.sweepfile import load_sweep_file
 
@@ -231,12 +231,6 @@ def records(tmp_path: Path, event: str) -> list[dict[str, Any]]:
     for path in sorted((tmp_path / "records").glob("*.jsonl")):
         lines += [json.loads(line) for line in path.read_text().splitlines()]
     return [line for line in lines if line["event"] == event]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.slow

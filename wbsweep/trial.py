@@ -49,6 +49,9 @@ __all__ = [
     "TrialResult",
     "apply_params",
     "datasets_of",
+    "first_step_callback",
+    "objective_of",
+    "plain_floats",
     "trainer_kwargs_of",
     "training_fields",
     "main",
@@ -185,7 +188,7 @@ def run_trial(
     train_dataset, eval_dataset = datasets_of(sweep)
     kwargs = trainer_kwargs_of(sweep)
     if is_main and reporter is not None:
-        started = _started_callback(reporter, run_id)
+        started = first_step_callback(functools.partial(reporter.started, run_id))
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), started]
 
     run = _start_wandb(sweep, params, args, run_id, metric, goal) if is_main else None
@@ -204,7 +207,7 @@ def run_trial(
         trainer.train()
         if progress is not None:
             progress.training = False
-        metrics = _plain_floats(trainer.evaluate())
+        metrics = plain_floats(trainer.evaluate())
         objective = _objective(sweep, metrics)
         if run is not None:
             run.log({**metrics, metric: objective})
@@ -388,21 +391,20 @@ def trainer_kwargs_of(sweep: SweepFile) -> dict[str, Any]:
     return dict(kwargs)
 
 
-def _started_callback(reporter: Reporter, run_id: str) -> Any:
+def first_step_callback(notify: Callable[[], None]) -> Any:
+    """A ``TrainerCallback`` that calls ``notify`` once, at rank 0's first optimizer step."""
     from transformers import TrainerCallback
 
-    class ReportStarted(TrainerCallback):
-        """Tells the reporter once, at the first step, that the trial is training."""
-
+    class FirstStep(TrainerCallback):
         def __init__(self) -> None:
-            self.done = False
+            self.notify: Callable[[], None] | None = notify
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if not self.done and state.is_world_process_zero:
-                self.done = True
-                reporter.started(run_id)
+            if self.notify is not None and state.is_world_process_zero:
+                call, self.notify = self.notify, None
+                call()
 
-    return ReportStarted()
+    return FirstStep()
 
 
 def _objective_callback(sweep: SweepFile, run: Any, metric: str) -> Any:
@@ -422,7 +424,7 @@ def _objective_callback(sweep: SweepFile, run: Any, metric: str) -> Any:
             if not (self.training and state.is_world_process_zero and metrics):
                 return
             try:
-                objective = _objective(sweep, _plain_floats(metrics))
+                objective = _objective(sweep, plain_floats(metrics))
             except Exception:  # an objective only the final metrics allow
                 return
             run.log({metric: objective})
@@ -430,7 +432,8 @@ def _objective_callback(sweep: SweepFile, run: Any, metric: str) -> Any:
     return LogObjective()
 
 
-def _plain_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
+def plain_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric metrics as floats; anything else is dropped."""
     plain: dict[str, float] = {}
     for key, value in metrics.items():
         try:
@@ -440,10 +443,13 @@ def _plain_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
     return plain
 
 
-def _objective(sweep: SweepFile, metrics: dict[str, float]) -> float:
-    if sweep.compute_objective is not None:
+def objective_of(
+    compute: Callable[[dict[str, float]], Any] | None, metrics: Mapping[str, float]
+) -> float:
+    """``compute(metrics)``, or Transformers' ``default_compute_objective``, checked finite."""
+    if compute is not None:
         source = "compute_objective(metrics)"
-        value = sweep.compute_objective(dict(metrics))
+        value = compute(dict(metrics))
     else:
         from transformers.trainer_utils import default_compute_objective
 
@@ -456,6 +462,10 @@ def _objective(sweep: SweepFile, metrics: dict[str, float]) -> float:
     if not math.isfinite(objective):
         raise TrialError(f"{source} is {objective}: the objective must be finite")
     return objective
+
+
+def _objective(sweep: SweepFile, metrics: Mapping[str, float]) -> float:
+    return objective_of(sweep.compute_objective, metrics)
 
 
 def _start_wandb(

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from wbsweep.errors import TrialError
-from wbsweep.trial import apply_params
+from wbsweep.trial import apply_params, first_step_callback, objective_of, plain_floats
 
 __all__ = ["RecordingParams", "TrialSession", "unused_params"]
 
@@ -193,15 +191,15 @@ class TrialSession:
             if isinstance(callback, WandbCallback):
                 # Set up again against this trial's run (config, step metric).
                 callback._initialized = False
-        first_step = _FirstStep(on_first_step) if on_first_step and self.is_main else None
+        first_step = first_step_callback(on_first_step) if on_first_step and self.is_main else None
         if first_step is not None:
             trainer.add_callback(first_step)
         try:
             trainer.objective = None
             trainer.train()
             self._report_unused(params, recorded)
-            metrics = _plain_floats(trainer.evaluate())
-            objective = _objective(trainer.compute_objective, metrics)
+            metrics = plain_floats(trainer.evaluate())
+            objective = objective_of(trainer.compute_objective, metrics)
             trainer.objective = objective
         finally:
             if first_step is not None:
@@ -223,47 +221,3 @@ class TrialSession:
         )
         logger.warning(message)
         warnings.warn(message, UserWarning, stacklevel=2)
-
-
-def _first_step_callback_class() -> type:
-    from transformers import TrainerCallback
-
-    class FirstStep(TrainerCallback):
-        """Calls ``notify`` once, at the first optimizer step of rank 0."""
-
-        def __init__(self, notify: Callable[[], None]) -> None:
-            self.notify: Callable[[], None] | None = notify
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if self.notify is not None and state.is_world_process_zero:
-                notify, self.notify = self.notify, None
-                notify()
-
-    return FirstStep
-
-
-def _FirstStep(notify: Callable[[], None]) -> Any:  # noqa: N802 - reads as a class
-    return _first_step_callback_class()(notify)
-
-
-def _plain_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
-    plain: dict[str, float] = {}
-    for key, value in metrics.items():
-        try:
-            plain[str(key)] = float(value)
-        except (TypeError, ValueError):
-            continue
-    return plain
-
-
-def _objective(compute: Callable[[dict[str, float]], Any], metrics: dict[str, float]) -> float:
-    value = compute(dict(metrics))
-    try:
-        objective = float(value)
-    except (TypeError, ValueError):
-        raise TrialError(
-            f"compute_objective(metrics) returned {type(value).__name__}, not a number"
-        ) from None
-    if not math.isfinite(objective):
-        raise TrialError(f"compute_objective(metrics) is {objective}: it must be finite")
-    return objective
