@@ -133,9 +133,7 @@ class Worker:
                 self._proc = None
         state = self.backend.finish_run(run.id, exit_code=exit_code, stopped=self._stopping)
         seconds = time.monotonic() - started
-        objective = next(
-            (r.objective for r in self.backend.runs(self.sweep_id) if r.id == run.id), None
-        )
+        objective = self.backend.run(run.id).objective
         detail = f"objective={objective:.6g}" if objective is not None else f"exit {exit_code}"
         self.log(f"[{self.name}] run {run.id} {state}: {detail} ({seconds:.0f} s)")
         if state in (base.FAILED, base.CRASHED):

@@ -160,6 +160,14 @@ class LocalBackend(base.Backend):
             self._sweep(db, sweep_id)
             return self._runs(db, sweep_id)
 
+    def run(self, run_id: str) -> base.RunRecord:
+        """One run by id."""
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"store {self.path}: no run {run_id}")
+        return _run_record(row)
+
     def sweeps(self) -> list[base.SweepRecord]:
         """Every sweep in this store, oldest first."""
         with self._transaction() as db:
