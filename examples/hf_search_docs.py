@@ -126,3 +126,9 @@ trainer.train()
 
 if trainer.is_world_process_zero():
     print(f"best trial: {best_trial}")
+
+# Under `accelerate launch`, leave the process group together before exiting, so
+# no rank's interpreter shutdown races a peer that is still tearing down.
+if torch.distributed.is_initialized():
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
