@@ -1,4 +1,11 @@
-"""Running the real ``wbsweep`` console script, and looking for stray processes."""
+"""What tests in every tier share.
+
+The ``wbsweep`` command line, run as the real console script (a subprocess, for
+end-to-end tests) or in this process through click's ``CliRunner`` (for the
+unit tier); looking for stray processes; waiting; and the plain sweep the W&B
+double's own tests run. Test modules never import each other: what two of them
+need lives here.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,13 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from click.testing import Result
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = REPO / "sweeps"
@@ -40,6 +52,54 @@ def status(sweep_id: str) -> dict[str, Any]:
     return dict(json.loads(result.stdout))
 
 
+def invoke(*args: str, **env: str) -> Result:
+    """Run ``wbsweep ARGS`` in this process through click's ``CliRunner``.
+
+    ``stdout`` and ``stderr`` stay apart; ``exit_code`` is what ``sys.exit`` got.
+    ``env`` is set in ``os.environ`` for the call only. An exception that gets
+    past the CLI's own handling is raised here, traceback and all.
+    """
+    from click.testing import CliRunner
+
+    from wbsweep.cli import main
+
+    try:
+        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click < 8.2
+    except TypeError:
+        runner = CliRunner()  # click >= 8.2 keeps stderr apart by default
+    return runner.invoke(main, list(args), env=env or None, catch_exceptions=False)
+
+
+def invoke_create(sweep_file: Path, *args: str) -> str:
+    """``wbsweep create --json`` in this process; the new sweep's id."""
+    result = invoke("create", str(sweep_file), "--json", *args)
+    assert result.exit_code == 0, result.stderr
+    return str(json.loads(result.stdout)["sweep_id"])
+
+
+def invoke_status(sweep_id: str) -> dict[str, Any]:
+    """``wbsweep status --json`` in this process."""
+    result = invoke("status", sweep_id, "--json")
+    assert result.exit_code == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def sweep_with_results(objectives: list[float]) -> tuple[str, list[dict]]:
+    """A tiny.py sweep whose runs finished with ``objectives`` (no training needed)."""
+    from wbsweep.backends.local import LocalBackend
+
+    sweep_id = invoke_create(SWEEPS / "tiny.py", "--n-trials", str(len(objectives)))
+    store = LocalBackend()
+    runs = []
+    for objective in objectives:
+        run = store.claim_next(sweep_id, "test")
+        assert run is not None
+        store.record_result(run.id, objective, {"eval_loss": objective})
+        store.finish_run(run.id, exit_code=0)
+        runs.append({"id": run.id, "params": run.params, "objective": objective})
+    return sweep_id, runs
+
+
 def processes_mentioning(needle: str) -> list[tuple[int, str]]:
     """Live processes whose command line or environment contains ``needle``."""
     found = []
@@ -57,3 +117,39 @@ def processes_mentioning(needle: str) -> list[tuple[int, str]]:
         if needle in cmdline or needle in environ:
             found.append((int(entry.name), cmdline.strip()))
     return found
+
+
+def rank_records(directory: Path) -> list[dict]:
+    """Every line the ranks of ``tests/sweeps/record_ranks.py`` wrote to ``directory``."""
+    lines = []
+    for path in directory.glob("rank*.jsonl"):
+        lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return lines
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``predicate`` every half second; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# The W&B double's own tests: a grid over ``x`` that a plain ``train.py`` runs.
+ENTITY = "test-entity"
+PROJECT = "double-proj"
+
+
+def sweep_config(values: list[int], **extra: Any) -> dict[str, Any]:
+    """A grid sweep config over ``x`` in ``values``, with ``extra`` keys on top."""
+    config: dict[str, Any] = {
+        "method": "grid",
+        "program": "train.py",
+        "command": ["${env}", "${interpreter}", "${program}", "${args}"],
+        "metric": {"name": "objective", "goal": "minimize"},
+        "parameters": {"x": {"values": values}},
+    }
+    config.update(extra)
+    return config

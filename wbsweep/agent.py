@@ -28,8 +28,7 @@ import yaml
 
 from wbsweep import procs
 from wbsweep.backends.base import Backend
-from wbsweep.backends.local import LocalBackend
-from wbsweep.errors import WbsweepError
+from wbsweep.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 
 ACCELERATE_CONFIG_ENV = "WBSWEEP_ACCELERATE_CONFIG"
 
@@ -92,16 +91,16 @@ def plan_slots(
         ("--processes-per-trial", processes_per_trial),
     ):
         if value is not None and value < 1:
-            raise WbsweepError(f"{name} must be at least 1, got {value}")
+            raise UsageError(f"{name} must be at least 1, got {value}")
     if gpus:
         per = gpus_per_trial or 1
         if processes_per_trial is not None and processes_per_trial != per:
-            raise WbsweepError(
+            raise UsageError(
                 "--processes-per-trial is for CPU nodes; on GPUs each trial runs one "
                 "rank per GPU (--gpus-per-trial)"
             )
         if per > len(gpus):
-            raise WbsweepError(
+            raise UsageError(
                 f"--gpus-per-trial {per} needs {per} GPUs, but this node sees {len(gpus)}"
             )
         slices = [tuple(gpus[i * per : (i + 1) * per]) for i in range(len(gpus) // per)]
@@ -109,7 +108,7 @@ def plan_slots(
         count = workers if workers is not None else len(slices)
         return [WorkerSlot(i, slices[i % len(slices)], per, next_port()) for i in range(count)]
     if gpus_per_trial is not None:
-        raise WbsweepError("--gpus-per-trial given, but this node sees no GPU")
+        raise UsageError("--gpus-per-trial given, but this node sees no GPU")
     return [WorkerSlot(i, (), processes_per_trial or 1, next_port()) for i in range(workers or 1)]
 
 
@@ -187,7 +186,7 @@ class Agent:
         self._signals = 0
 
     def run(self) -> int:
-        """Run every worker to its end; 0 when all ended cleanly, 130/143 when stopped."""
+        """Run every worker to its end: 0 when all ended cleanly, 130 when stopped by a signal."""
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
@@ -212,8 +211,8 @@ class Agent:
                 signal.signal(sig, handler)
             shutil.rmtree(workdir, ignore_errors=True)
         if self._signals:
-            return 130
-        return 0 if all(code == 0 for code in codes) else 1
+            return EXIT_INTERRUPTED
+        return EXIT_OK if all(code == 0 for code in codes) else EXIT_FAILED
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
@@ -231,22 +230,13 @@ class Agent:
                 procs.stop_group(proc, grace=self.grace)
 
 
-# Seconds between starting two `wandb agent` workers, so their first heartbeats
-# (every 5 s) do not ask the server for a run at the same moment.
-WANDB_STAGGER = 2.5
-
-
 def worker_argv(backend: Backend, sweep_id: str, slot: WorkerSlot) -> list[str]:
-    """The argv of one worker: a local worker loop, or a real ``wandb agent``."""
-    name = f"{socket.gethostname()}-w{slot.index}"
-    if isinstance(backend, LocalBackend):
-        return [sys.executable, "-m", "wbsweep.worker", str(backend.path), sweep_id, name]
-    from wbsweep.backends.wandb import wandb_executable
-
-    return [wandb_executable(), "agent", sweep_id]
+    """The argv of one worker on this node, as the backend starts its workers."""
+    return backend.worker_argv(sweep_id, f"{socket.gethostname()}-w{slot.index}")
 
 
 def run_agent(backend: Backend, sweep_id: str, slots: Sequence[WorkerSlot]) -> int:
     """Run this node's workers for ``sweep_id`` until the sweep has nothing left."""
-    stagger = 0.0 if isinstance(backend, LocalBackend) else WANDB_STAGGER
-    return Agent(lambda slot: worker_argv(backend, sweep_id, slot), slots, stagger=stagger).run()
+    return Agent(
+        lambda slot: worker_argv(backend, sweep_id, slot), slots, stagger=backend.worker_stagger
+    ).run()

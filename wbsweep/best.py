@@ -11,7 +11,8 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from wbsweep.backends import base
-from wbsweep.errors import NoBestRunError, WbsweepError
+from wbsweep.errors import NoBestRunError, UsageError
+from wbsweep.states import RunState
 
 if TYPE_CHECKING:
     from transformers.trainer_utils import BestRun
@@ -20,15 +21,15 @@ if TYPE_CHECKING:
 def select_best(runs: Sequence[base.RunRecord], goal: str) -> base.RunRecord:
     """The best finished run with a finite objective.
 
-    >>> runs = [base.RunRecord("a", "s", "finished", {"lr": 1}, objective=0.5),
-    ...         base.RunRecord("b", "s", "crashed", {"lr": 2}, objective=0.1),
-    ...         base.RunRecord("c", "s", "finished", {"lr": 3}, objective=0.3)]
+    >>> runs = [base.RunRecord("a", "s", RunState.FINISHED, {"lr": 1}, objective=0.5),
+    ...         base.RunRecord("b", "s", RunState.CRASHED, {"lr": 2}, objective=0.1),
+    ...         base.RunRecord("c", "s", RunState.FINISHED, {"lr": 3}, objective=0.3)]
     >>> select_best(runs, "minimize").id
     'c'
     """
     if goal not in ("minimize", "maximize"):
-        raise WbsweepError(f"unknown goal {goal!r}; expected minimize or maximize")
-    candidates = [r for r in runs if r.state == base.FINISHED and r.has_finite_objective]
+        raise UsageError(f"unknown goal {goal!r}; expected minimize or maximize")
+    candidates = [r for r in runs if r.state == RunState.FINISHED and r.has_finite_objective]
     if not candidates:
         raise NoBestRunError(
             f"no finished run with a finite objective yet ({len(runs)} runs in the sweep)"
@@ -73,8 +74,8 @@ def build_best_run(
 def best_run(backend: base.Backend, sweep_id: str) -> BestRun:
     """The sweep's ``BestRun``, read from ``backend``: the library form of ``wbsweep best``."""
     sweep = backend.sweep(sweep_id)
-    # A server that can order and filter runs (W&B) pages through its finished
-    # runs best first; otherwise every run is read and filtered here.
-    candidates = getattr(backend, "best_candidates", None)
-    runs = candidates(sweep_id) if candidates is not None else backend.runs(sweep_id)
+    # W&B filters and orders on the server; select_best still decides (and
+    # breaks ties), so any backend's candidates give the same answer. With no
+    # candidate, every run is read so that the error says how many there are.
+    runs = backend.best_candidates(sweep_id) or backend.runs(sweep_id)
     return build_best_run(sweep, runs)

@@ -12,7 +12,6 @@ import os
 import shlex
 import sys
 import traceback
-from pathlib import Path
 from typing import Any
 
 import click
@@ -25,11 +24,16 @@ from wbsweep.backends import (
     choose_backend,
     open_backend,
 )
-from wbsweep.backends import base as backend_base
-from wbsweep.backends.local import LocalBackend
-from wbsweep.errors import WbsweepError
-
-DEBUG_ENV = "WBSWEEP_DEBUG"
+from wbsweep.backends.base import RunRecord
+from wbsweep.errors import (
+    DEBUG_ENV,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    UsageError,
+    WbsweepError,
+    debug_enabled,
+)
+from wbsweep.states import RunState, SweepState
 
 store_option = click.option(
     "--store",
@@ -50,20 +54,20 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail("interrupted", EXIT_INTERRUPTED)
         except Exception as exc:
-            if os.environ.get(DEBUG_ENV):
+            if debug_enabled():
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             _fail(
                 f"unexpected {type(exc).__name__}: {first} (set {DEBUG_ENV}=1 for the traceback)",
-                1,
+                EXIT_FAILED,
             )
 
 
 def _fail(message: str, code: int) -> None:
     click.echo(f"Error: {' '.join(message.split())}", err=True)
-    if os.environ.get(DEBUG_ENV):
+    if debug_enabled():
         traceback.print_exc()
     sys.exit(code)
 
@@ -136,24 +140,25 @@ def create(
         return
     requested = backend or os.environ.get(BACKEND_ENV) or "auto"
     chosen = choose_backend(requested)
-    target = open_backend(chosen, store=store, entity=entity, project=prepared.project)
-    sweep_id = target.create(prepared.config, sweep_file=prepared.sweep_file)
-    agent_argv = ["wbsweep", "agent", sweep_id]
-    if store is not None and isinstance(target, LocalBackend):
-        agent_argv += ["--store", str(Path(store).absolute())]
+    config = prepared.config
+    if project is None and prepared.project:
+        # SWEEP["project"] ranks below WANDB_PROJECT: it goes with the config,
+        # where the backend weighs it (`wbsweep.wandb_run.resolve_project`).
+        config = {**config, "project": prepared.project}
+    target = open_backend(chosen, store=store, entity=entity, project=project)
+    sweep_id = target.create(config, sweep_file=prepared.sweep_file)
+    agent_argv = target.agent_command(sweep_id)
     out: dict[str, Any] = {"sweep_id": sweep_id, "backend": chosen, "agent_command": agent_argv}
-    if not isinstance(target, LocalBackend):
-        from wbsweep.backends.wandb import SweepPath, sweep_url
-
-        out["url"] = sweep_url(SweepPath.parse(sweep_id))
+    url = target.sweep_url(sweep_id)
+    if url is not None:
+        out["url"] = url
     if as_json:
         click.echo(json.dumps({**out, "config": prepared.config}, indent=2))
         return
     if requested == "auto":
         why = "logged in to W&B" if chosen == "wandb" else "no W&B login found"
         click.echo(f"Backend: {chosen} (auto: {why}).")
-    where = f" in {target.path}" if isinstance(target, LocalBackend) else ""
-    click.echo(f"Created sweep {sweep_id} ({chosen} backend{where}).")
+    click.echo(f"Created sweep {sweep_id} in {target.location}.")
     if "url" in out:
         click.echo(f"View it at {out['url']}")
     click.echo("Start agents with:")
@@ -189,7 +194,7 @@ def agent(
     click.echo(f"Sweep {sweep_id}: {record.state.lower()}, {len(slots)} worker(s) on this node.")
     code = run_agent(target, sweep_id, slots)
     runs = target.runs(sweep_id)
-    counts = {s: sum(r.state == s for r in runs) for s in backend_base.RUN_STATES}
+    counts = {s: sum(r.state == s for r in runs) for s in RunState}
     shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     state = target.sweep(sweep_id).state.lower()
     click.echo(f"Sweep {sweep_id}: {state}; runs: {shown or 'none'}.")
@@ -281,7 +286,7 @@ def retrain(
     target, sweep_id = backend_for_sweep(sweep, store=store)
     path = sweep_file or target.sweep(sweep_id).sweep_file
     if not path:
-        raise WbsweepError(f"sweep {sweep_id} does not name its sweep file; pass --sweep-file")
+        raise UsageError(f"sweep {sweep_id} does not name its sweep file; pass --sweep-file")
     result = best_run(target, sweep_id)
     click.echo(f"Retraining with run {result.run_id} (objective {result.objective:.6g})")
     done = run_retrain(
@@ -292,27 +297,25 @@ def retrain(
     click.echo(f"Saved the model and its training arguments to {done.output_dir}")
 
 
-def _state_command(state: str, verb: str) -> click.Command:
+def _state_command(state: SweepState, verb: str) -> click.Command:
     @click.argument("sweep")
     @store_option
     def command(sweep: str, store: str | None) -> None:
         target, sweep_id = backend_for_sweep(sweep, store=store)
         target.set_state(sweep_id, state)
-        click.echo(f"Sweep {sweep_id}: {state.lower()}.")
+        click.echo(f"Sweep {sweep_id}: {state.value.lower()}.")
 
     command.__doc__ = f"{verb} SWEEP."
     return click.command(name=verb.split()[0].lower())(command)
 
 
-main.add_command(_state_command(backend_base.SWEEP_PAUSED, "Pause"))
-main.add_command(_state_command(backend_base.SWEEP_RUNNING, "Resume"))
-main.add_command(
-    _state_command(backend_base.SWEEP_FINISHED, "Stop (no new runs; running ones finish)")
-)
-main.add_command(_state_command(backend_base.SWEEP_CANCELED, "Cancel (running trials are stopped)"))
+main.add_command(_state_command(SweepState.PAUSED, "Pause"))
+main.add_command(_state_command(SweepState.RUNNING, "Resume"))
+main.add_command(_state_command(SweepState.FINISHED, "Stop (no new runs; running ones finish)"))
+main.add_command(_state_command(SweepState.CANCELED, "Cancel (running trials are stopped)"))
 
 
-def _run_json(run: backend_base.RunRecord) -> dict[str, Any]:
+def _run_json(run: RunRecord) -> dict[str, Any]:
     return {
         "id": run.id,
         "state": run.state,
@@ -328,7 +331,7 @@ def _run_json(run: backend_base.RunRecord) -> dict[str, Any]:
     }
 
 
-def _table(runs: list[backend_base.RunRecord], metric: str) -> str:
+def _table(runs: list[RunRecord], metric: str) -> str:
     header = ["run", "state", metric, "params", "started", "seconds"]
     rows = [header]
     for run in runs:

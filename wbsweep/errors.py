@@ -1,55 +1,111 @@
-"""The one exceptions module: every error a user can cause is a ``WbsweepError``.
+"""The one exceptions module, and every exit code wbsweep uses.
 
-The CLI turns each into a one-line message and a non-zero exit code; library
-code never imports click.
+Every error a user can cause is a :class:`WbsweepError`; each subclass carries
+the exit code the CLI (and the trial entry point) exits with. Library code
+never imports click: the CLI turns these into one-line messages.
+
+>>> SweepNotFoundError("no sweep 'x'").exit_code == EXIT_NOT_FOUND
+True
+>>> debug_enabled({"WBSWEEP_DEBUG": "0"}), debug_enabled({"WBSWEEP_DEBUG": "yes"})
+(False, True)
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+# Exit codes, as the README lists them.
+EXIT_OK = 0
+EXIT_FAILED = 1  # an unexpected error, or a trial that failed for the user's code
+EXIT_USAGE = 2  # a bad sweep file, space, config, option or argument
+EXIT_STORE = 3  # the local store cannot be read or written
+EXIT_NOT_FOUND = 4  # no such sweep (or run)
+EXIT_NO_BEST = 5  # no finished run with a finite objective yet
+EXIT_TRIAL = 6  # a trial failed in a way wbsweep can explain
+EXIT_LOGIN = 7  # not logged in to W&B, or the key was rejected
+EXIT_UNREACHABLE = 8  # the W&B server did not answer
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM: what a shell reports for a SIGTERMed process
+
+#: ``1``, ``true`` or ``yes`` (any case) shows tracebacks; anything else does not.
+DEBUG_ENV = "WBSWEEP_DEBUG"
+_TRUE = frozenset({"1", "true", "yes"})
+
+
+def debug_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``WBSWEEP_DEBUG`` asks for tracebacks (only ``1``, ``true``, ``yes``)."""
+    value = (os.environ if environ is None else environ).get(DEBUG_ENV, "")
+    return value.strip().lower() in _TRUE
 
 
 class WbsweepError(Exception):
     """Root of all wbsweep errors; ``exit_code`` is what the CLI exits with."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
+
+
+class UsageError(WbsweepError):
+    """A command-line value or library argument that cannot work (``--workers 0``)."""
+
+    exit_code = EXIT_USAGE
 
 
 class SweepFileError(WbsweepError):
     """The sweep file cannot be imported or lacks something a trial needs."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class SpaceError(WbsweepError):
     """``hp_space`` cannot be turned into a valid W&B parameters section."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class ConfigError(WbsweepError):
     """The sweep config (method, metric, early_terminate, command) is invalid."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class StoreError(WbsweepError):
     """The local store cannot be read or written."""
 
-    exit_code = 3
+    exit_code = EXIT_STORE
 
 
 class SweepNotFoundError(WbsweepError):
     """No sweep with the given id exists in the backend."""
 
-    exit_code = 4
+    exit_code = EXIT_NOT_FOUND
+
+
+class SweepStateError(WbsweepError):
+    """The sweep cannot change to the asked state (it already finished or was canceled)."""
+
+    exit_code = EXIT_FAILED
 
 
 class NoBestRunError(WbsweepError):
     """The sweep has no finished run with a finite objective yet."""
 
-    exit_code = 5
+    exit_code = EXIT_NO_BEST
 
 
 class TrialError(WbsweepError):
     """A trial failed in a way the trial entrypoint can explain."""
 
-    exit_code = 6
+    exit_code = EXIT_TRIAL
+
+
+class WandbLoginError(WbsweepError):
+    """No API key for the W&B server, or the server rejected it."""
+
+    exit_code = EXIT_LOGIN
+
+
+class WandbUnreachableError(WbsweepError):
+    """The W&B server did not answer."""
+
+    exit_code = EXIT_UNREACHABLE

@@ -7,6 +7,7 @@ dict, a whole sweep config returned by ``hp_space``, then the defaults.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,23 +42,40 @@ class PreparedSweep:
 def prepare_sweep(sweep_file: str | os.PathLike[str], options: SweepOptions) -> PreparedSweep:
     """Load ``sweep_file``, translate its ``hp_space`` and build the validated sweep config."""
     loaded = load_sweep_file(sweep_file)
+    config = build_config(
+        loaded.hp_space, sweep_file=loaded.path, options=options, defaults=loaded.defaults
+    )
+    project = options.project or loaded.defaults.get("project")
+    return PreparedSweep(config, loaded.path, project)
+
+
+def build_config(
+    hp_space: Any,
+    *,
+    sweep_file: str,
+    options: SweepOptions,
+    defaults: Mapping[str, Any] | None = None,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    """The validated sweep config for ``hp_space``: ``options`` over ``defaults`` (``SWEEP``).
+
+    ``command`` replaces the trial command (the plugin's trials run in-process).
+    """
     chosen = {k: v for k, v in asdict(options).items() if v is not None}
-    merged: dict[str, Any] = {**loaded.defaults, **chosen}
+    merged: dict[str, Any] = {**(defaults or {}), **chosen}
     early_terminate = merged.get("early_terminate")
     if "hyperband_min_iter" in merged:
-        early_terminate = {
-            "type": "hyperband",
-            "min_iter": merged["hyperband_min_iter"],
-            "eta": merged.get("hyperband_eta", 3),
-        }
-    config = sweep_config.build_sweep_config(
-        space.translate(loaded.hp_space),
-        sweep_file=loaded.path,
+        early_terminate = sweep_config.hyperband(
+            min_iter=merged["hyperband_min_iter"], eta=merged.get("hyperband_eta", 3)
+        )
+    return sweep_config.build_sweep_config(
+        space.translate(hp_space),
+        sweep_file=sweep_file,
         method=merged.get("method"),
         direction=merged.get("direction"),
         metric=merged.get("metric"),
         n_trials=merged.get("n_trials"),
         early_terminate=early_terminate,
         name=merged.get("name"),
+        command=command,
     )
-    return PreparedSweep(config, loaded.path, merged.get("project"))

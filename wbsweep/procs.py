@@ -16,9 +16,27 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from types import FrameType
 from typing import IO, Any
 
 _PR_SET_PDEATHSIG = 1
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: raised by :func:`raise_on_sigterm`'s handler in the main thread.
+
+    A ``BaseException``, so a user's ``except Exception`` cannot swallow it.
+    """
+
+
+def raise_on_sigterm() -> None:
+    """From now on SIGTERM raises :class:`Terminated`; a second SIGTERM kills at once."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wbsweep.errors import WbsweepError
+from wbsweep.params import apply_params, training_fields
 from wbsweep.sweepfile import SweepFile
-from wbsweep.trial import apply_params, datasets_of, trainer_kwargs_of, training_fields
+from wbsweep.training import ModelInit, datasets_of, trainer_kwargs_of
 
 BEST_FILE = "wbsweep_best.json"
 
@@ -80,9 +80,7 @@ def retrain(
     train_dataset, eval_dataset = datasets_of(sweep)
     if full:
         train_dataset = _concatenate(train_dataset, eval_dataset)
-    model = sweep.model_init(dict(hyperparameters))
-    if model is None:
-        raise WbsweepError("model_init returned None")
+    model = ModelInit(sweep.model_init, dict(hyperparameters))()
     trainer = Trainer(
         model=model,
         args=args,

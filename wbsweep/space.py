@@ -21,22 +21,17 @@ Everything returned is plain JSON data (no numpy scalars), so it can go through
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any
 
-import numpy as np
-
+from wbsweep.distributions import categorical_spec, fail, float_spec, int_spec, is_number
 from wbsweep.errors import SpaceError
+from wbsweep.values import to_plain
 
 __all__ = ["Space", "translate", "to_plain", "parameter_violations"]
 
-#: Stepped ranges with at most this many points become an explicit ``values`` list.
-MAX_LISTED_STEPS = 1000
 _MAX_PASSES = 32
-_SCALARS = (str, bool, int, float, type(None))
 _PARAM_KEYS = frozenset(
     {
         "distribution",
@@ -81,139 +76,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def to_plain(value: Any) -> Any:
-    """Return ``value`` with numpy scalars and arrays turned into Python types.
-
-    Tuples become lists; dict keys must be strings. The ``sweeps`` engine returns
-    numpy scalars (``np.float64``, ``np.int64``) in the runs it suggests, so this is
-    also the way to make its values JSON- and YAML-safe.
-
-    Raises:
-        TypeError: ``value`` holds something that is not JSON data.
-
-    >>> to_plain({"lr": np.float64(0.5), "bs": [np.int64(8), (True, None)]})
-    {'lr': 0.5, 'bs': [8, [True, None]]}
-    """
-    if isinstance(value, np.generic | np.ndarray):
-        return to_plain(value.tolist())
-    if isinstance(value, _SCALARS):
-        return value
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"key {key!r} is not a string")
-            out[key] = to_plain(item)
-        return out
-    if isinstance(value, list | tuple):
-        return [to_plain(item) for item in value]
-    raise TypeError(f"{type(value).__name__} value {value!r} is not JSON data")
-
-
-def _fail(message: str) -> SpaceError:
-    return SpaceError(_one_line(f"hp_space: {message}"))
-
-
 # --------------------------------------------------------------------------- tracing
-
-
-def _is_number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-
-
-def _real(name: str, what: str, value: Any) -> int | float:
-    if not _is_number(value):
-        raise _fail(f"parameter '{name}': {what} {value!r} is not a number")
-    if not math.isfinite(value):
-        raise _fail(f"parameter '{name}': {what} {value!r} is not finite")
-    return int(value) if isinstance(value, numbers.Integral) else float(value)
-
-
-def _integer(name: str, what: str, value: Any) -> int:
-    number = _real(name, what, value)
-    if isinstance(number, float) and not number.is_integer():
-        raise _fail(f"parameter '{name}': {what} {value!r} is not an integer")
-    return int(number)
-
-
-def _tidy(value: float) -> float:
-    # low + k * step picks up binary noise (0.30000000000000004); 12 digits hide it.
-    return float(f"{value:.12g}")
-
-
-def _stepped(name: str, low: Any, high: Any, step: Any, n: int) -> tuple[dict, tuple]:
-    """Spec for ``low, low + step, ..., <= high`` (Optuna's stepped ranges)."""
-    is_int = isinstance(low, int)
-    top = low + (n - 1) * step if is_int else _tidy(low + (n - 1) * step)
-    if n <= MAX_LISTED_STEPS:
-        values = [low + k * step if is_int else _tidy(low + k * step) for k in range(n)]
-        return {"values": values}, (low, top)
-    ratio = low / step
-    if abs(ratio - round(ratio)) > 1e-9:
-        raise _fail(
-            f"parameter '{name}': {n} steps are too many to list and low {low} is not a "
-            f"multiple of step {step}, so no W&B distribution gives the same values"
-        )
-    return {"distribution": "q_uniform", "min": low, "max": top, "q": step}, (low, top)
-
-
-def _check_range(name: str, low: float, high: float, log: bool) -> None:
-    if low > high:
-        raise _fail(f"parameter '{name}': low {low} is greater than high {high}")
-    if log and low <= 0:
-        raise _fail(f"parameter '{name}': log=True needs low > 0 (got {low})")
-
-
-def _float_spec(name: str, low: Any, high: Any, step: Any, log: bool) -> tuple[dict, tuple]:
-    low, high = float(_real(name, "low", low)), float(_real(name, "high", high))
-    if step is not None and log:
-        raise _fail(f"parameter '{name}': step and log=True cannot be used together")
-    _check_range(name, low, high, log)
-    if low == high:
-        return {"value": low}, (low,)
-    if log:
-        return {"distribution": "log_uniform_values", "min": low, "max": high}, (low, high)
-    if step is not None:
-        step = float(_real(name, "step", step))
-        if step <= 0:
-            raise _fail(f"parameter '{name}': step must be > 0 (got {step})")
-        return _stepped(name, low, high, step, int((high - low) / step + 1e-9) + 1)
-    return {"distribution": "uniform", "min": low, "max": high}, (low, high)
-
-
-def _int_spec(name: str, low: Any, high: Any, step: Any, log: bool) -> tuple[dict, tuple]:
-    low, high = _integer(name, "low", low), _integer(name, "high", high)
-    step = _integer(name, "step", step)
-    if step < 1:
-        raise _fail(f"parameter '{name}': step must be >= 1 (got {step})")
-    if log and step != 1:
-        raise _fail(f"parameter '{name}': step != 1 and log=True cannot be used together")
-    _check_range(name, low, high, log)
-    if low == high:
-        return {"value": low}, (low,)
-    if log:
-        # An int q makes sweeps round to whole numbers (it returns numpy int64s).
-        spec = {"distribution": "q_log_uniform_values", "min": low, "max": high, "q": 1}
-        return spec, (low, high)
-    if step == 1:
-        return {"distribution": "int_uniform", "min": low, "max": high}, (low, high)
-    return _stepped(name, low, high, step, (high - low) // step + 1)
-
-
-def _categorical_spec(name: str, choices: Any) -> tuple[dict, tuple]:
-    if isinstance(choices, np.ndarray):
-        choices = choices.tolist()
-    if isinstance(choices, str | bytes | Mapping) or not isinstance(choices, Sequence):
-        raise _fail(f"parameter '{name}': choices must be a list, got {type(choices).__name__}")
-    values = [to_plain(c) if isinstance(c, np.generic) else c for c in choices]
-    if not values:
-        raise _fail(f"parameter '{name}': choices are empty")
-    for value in values:
-        if not isinstance(value, _SCALARS):
-            raise _fail(
-                f"parameter '{name}': choice {value!r} is not a str, int, float, bool or None"
-            )
-    return {"values": values}, tuple(values)
 
 
 class _RecordingTrial:
@@ -233,11 +96,11 @@ class _RecordingTrial:
     def _record(self, name: Any, build: Callable[[], tuple[dict, tuple]]) -> Any:
         try:
             if not isinstance(name, str):
-                raise _fail(f"parameter name {name!r} is not a string")
+                raise fail(f"parameter name {name!r} is not a string")
             spec, probes = build()
             seen = self.suggested.setdefault(name, spec)
             if seen != spec:
-                raise _fail(f"parameter '{name}' is suggested twice with different ranges")
+                raise fail(f"parameter '{name}' is suggested twice with different ranges")
         except SpaceError as err:
             # Kept so that an ``except Exception`` in user code cannot hide it.
             self.errors.append(err)
@@ -246,13 +109,13 @@ class _RecordingTrial:
         return probes[self._pass % len(probes)]
 
     def suggest_float(self, name, low, high, step=None, log=False):
-        return self._record(name, lambda: _float_spec(name, low, high, step, log))
+        return self._record(name, lambda: float_spec(name, low, high, step, log))
 
     def suggest_int(self, name, low, high, step=1, log=False):
-        return self._record(name, lambda: _int_spec(name, low, high, step, log))
+        return self._record(name, lambda: int_spec(name, low, high, step, log))
 
     def suggest_categorical(self, name, choices):
-        return self._record(name, lambda: _categorical_spec(name, choices))
+        return self._record(name, lambda: categorical_spec(name, choices))
 
     def suggest_uniform(self, name, low, high):
         return self.suggest_float(name, low, high)
@@ -266,7 +129,7 @@ class _RecordingTrial:
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__"):
             raise AttributeError(attr)
-        err = _fail(
+        err = fail(
             f"trial.{attr} is not supported by wbsweep's recording trial (supported: {_SUPPORTED})"
         )
         self.errors.append(err)
@@ -282,7 +145,7 @@ def _run_pass(hp_space: Callable, pass_index: int) -> tuple[_RecordingTrial, Any
     except Exception as exc:
         if trial.errors:
             raise trial.errors[0] from exc
-        raise _fail(f"tracing hp_space(trial) raised {type(exc).__name__}: {exc}") from exc
+        raise fail(f"tracing hp_space(trial) raised {type(exc).__name__}: {exc}") from exc
     if trial.errors:
         raise trial.errors[0]
     return trial, result
@@ -305,7 +168,7 @@ def _trace(hp_space: Callable) -> tuple[dict[str, dict], Any]:
         trial, _ = _run_pass(hp_space, index)
         for name, spec in trial.suggested.items():
             if merged.setdefault(name, spec) != spec:
-                raise _fail(
+                raise fail(
                     f"parameter '{name}' is suggested with different ranges depending on "
                     "other answers; W&B sweeps need fixed ranges"
                 )
@@ -314,7 +177,7 @@ def _trace(hp_space: Callable) -> tuple[dict[str, dict], Any]:
         index += 1
     conditional = sorted(set(merged) - set(passes[0]).intersection(*passes[1:]))
     if conditional:
-        raise _fail(
+        raise fail(
             f"{_plural(conditional)} only suggested on some branches; "
             "W&B sweeps need a fixed set of parameters"
         )
@@ -342,7 +205,7 @@ def _own_problems(name: str, spec: Any) -> list[str]:
     if "values" in spec and (not isinstance(spec["values"], list) or not spec["values"]):
         problems.append(f"parameter '{name}': values must be a non-empty list")
     low, high = spec.get("min"), spec.get("max")
-    if not (_is_number(low) and _is_number(high)):
+    if not (is_number(low) and is_number(high)):
         return problems
     if low > high:
         problems.append(f"parameter '{name}': min {low} is greater than max {high}")
@@ -382,7 +245,7 @@ def _from_dict(value: Any, origin: str) -> Space:
     try:
         plain = to_plain(value)
     except TypeError as exc:
-        raise _fail(f"{origin} is not plain JSON data: {exc}") from exc
+        raise fail(f"{origin} is not plain JSON data: {exc}") from exc
     if "parameters" in plain:
         parameters = plain.pop("parameters")
         space = Space(parameters=parameters, sweep_defaults=plain)
@@ -390,7 +253,7 @@ def _from_dict(value: Any, origin: str) -> Space:
         space = Space(parameters=plain, sweep_defaults={})
     problems = parameter_violations(space.parameters)
     if problems:
-        raise _fail("; ".join(problems))
+        raise fail("; ".join(problems))
     return space
 
 
@@ -403,7 +266,7 @@ def translate(hp_space: Callable[[Any], Any] | dict | None) -> Space:
       ``log_uniform_values``; ``step=s`` -> ``values`` listing ``low, low+s, ...``.
     * ``suggest_int(low, high)`` -> ``int_uniform``; ``log=True`` ->
       ``q_log_uniform_values`` with ``q=1`` (sweeps rounds, so values are whole
-      numbers, returned by sweeps as numpy int64: see :func:`to_plain`);
+      numbers, returned by sweeps as numpy int64: see :func:`wbsweep.values.to_plain`);
       ``step=s > 1`` -> ``values`` listing the steps.
     * ``suggest_categorical(choices)`` -> ``values``.
     * ``low == high`` -> a constant ``value``.
@@ -439,13 +302,13 @@ def translate(hp_space: Callable[[Any], Any] | dict | None) -> Space:
     if isinstance(hp_space, Mapping):
         return _from_dict(hp_space, "the hp_space dict")
     if not callable(hp_space):
-        raise _fail(f"expected a function, a dict or None, got {type(hp_space).__name__}")
+        raise fail(f"expected a function, a dict or None, got {type(hp_space).__name__}")
     parameters, result = _trace(hp_space)
     if not parameters:
         if isinstance(result, Mapping):
             return _from_dict(result, "the dict hp_space(trial) returned")
-        raise _fail("hp_space(trial) suggested no parameters and returned no W&B dict")
+        raise fail("hp_space(trial) suggested no parameters and returned no W&B dict")
     problems = parameter_violations(parameters)
     if problems:
-        raise _fail("; ".join(problems))
+        raise fail("; ".join(problems))
     return Space(parameters=parameters, sweep_defaults={})

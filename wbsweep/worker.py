@@ -1,9 +1,11 @@
-"""The local backend's worker: what ``wandb agent`` is to a W&B sweep.
+"""The CLI worker: what ``wandb agent`` is to a W&B sweep, for a sweep wbsweep hands out.
 
-A worker claims the sweep's next run from the store, writes the run's params
-file, runs the sweep's ``command`` as its own process group, records how it
-ended, and repeats until the sweep has nothing left for it. One failed trial
-never ends the worker.
+``python -m wbsweep.worker STORE SWEEP_ID [NAME]`` (what ``wbsweep agent``
+starts per slot) runs the :class:`~wbsweep.runloop.RunLoop` with a runner that
+starts each trial as the sweep's ``command``, in its own process group: it
+writes the run's params file, expands the command's macros as ``wandb agent``
+does, logs the trial's output beside the store, and stops the group on SIGTERM,
+Ctrl-C or a canceled sweep. One failed trial never ends the worker.
 """
 
 from __future__ import annotations
@@ -16,52 +18,41 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from wbsweep import procs
-from wbsweep.backends import base
-from wbsweep.backends.local import LocalBackend
+from wbsweep.backends.base import Backend, DriveOptions, RunQueue, RunRecord, RunState, SweepState
 from wbsweep.command import expand_command
+from wbsweep.errors import UsageError
+from wbsweep.runloop import RunLoop, TrialOutcome
+
+__all__ = ["Worker", "main", "trial_env"]
 
 # Seconds between SIGTERM and SIGKILL when a trial is stopped, as `wandb agent`.
 KILL_DELAY_ENV = "WBSWEEP_KILL_DELAY"
 DEFAULT_KILL_DELAY = 30.0
-_PAUSED_POLL = 2.0
 _CANCEL_POLL = 5.0
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    run_id: str
-    state: str
-    exit_code: int | None
-    seconds: float
+_EXIT_CANNOT_START = 127  # what a shell reports for a command it cannot run
 
 
 def trial_env(
-    backend: LocalBackend, sweep_id: str, run_id: str, base_env: dict[str, str]
+    queue: RunQueue, sweep_id: str, run_id: str, base_env: dict[str, str]
 ) -> dict[str, str]:
     """The environment one trial runs in: the worker's, plus the run's identity."""
     env = dict(base_env)
-    env.update(
-        WBSWEEP_STORE=str(backend.path),
-        WBSWEEP_SWEEP_ID=sweep_id,
-        WANDB_SWEEP_ID=sweep_id,
-        WANDB_RUN_ID=run_id,
-    )
+    env.update(queue.trial_env(sweep_id, run_id))
     # Offline, so `wandb sync` can upload the runs later; an explicit choice wins.
     env.setdefault("WANDB_MODE", "offline")
     return env
 
 
 class Worker:
-    """Runs trials of one local sweep, one at a time, until none is left."""
+    """Runs trials of one sweep as process groups, one at a time, until none is left."""
 
     def __init__(
         self,
-        backend: LocalBackend,
+        backend: Backend,
         sweep_id: str,
         *,
         name: str | None = None,
@@ -69,18 +60,22 @@ class Worker:
         kill_delay: float | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
-        self.backend = backend
+        queue = backend.queue
+        if queue is None:
+            raise UsageError(f"the {backend.name} backend hands out runs through its own agent")
+        self.queue: RunQueue = queue
         self.sweep_id = sweep_id
+        self.config = backend.sweep(sweep_id).config
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.count = count
         self.kill_delay = (
             kill_delay
             if kill_delay is not None
             else float(os.environ.get(KILL_DELAY_ENV, DEFAULT_KILL_DELAY))
         )
         self.log = log or _print
-        self.run_dir = backend.path.parent / f"sweep-{sweep_id}"
-        self._stopping = False
+        self.run_dir = Path(queue.work_dir(sweep_id))
+        options = DriveOptions(self.name, count=count, log=self.log)
+        self.loop = RunLoop(queue, sweep_id, self.run_trial, options, on_end=self._ended)
         self._proc: subprocess.Popen[bytes] | None = None
 
     def run(self) -> list[TrialOutcome]:
@@ -88,57 +83,48 @@ class Worker:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
-        outcomes: list[TrialOutcome] = []
         try:
-            while not self._stopping and (self.count is None or len(outcomes) < self.count):
-                run = self.backend.claim_next(self.sweep_id, self.name)
-                if run is None:
-                    if self.backend.sweep(self.sweep_id).state == base.SWEEP_PAUSED:
-                        time.sleep(_PAUSED_POLL)
-                        continue
-                    break
-                outcomes.append(self.run_trial(run))
-            self.backend.maybe_finish_sweep(self.sweep_id)
+            return self.loop.run()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        return outcomes
 
-    def run_trial(self, run: base.RunRecord) -> TrialOutcome:
-        sweep = self.backend.sweep(self.sweep_id)
+    def run_trial(self, run: RunRecord) -> int | None:
+        """Run one claimed run's command to its end; its exit code (None: killed)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         params_file = self.run_dir / f"config-{run.id}.json"
         params_file.write_text(json.dumps(run.params))
-        env = trial_env(self.backend, self.sweep_id, run.id, dict(os.environ))
+        env = trial_env(self.queue, self.sweep_id, run.id, dict(os.environ))
         argv = expand_command(
-            list(sweep.config.get("command") or _default_command()),
+            list(self.config.get("command") or _default_command()),
             run.params,
-            program=sweep.config.get("program"),
+            program=self.config.get("program"),
             args_json_file=str(params_file),
             env=env,
         )
-        log_path = self.run_dir / f"run-{run.id}.log"
         shown = ", ".join(f"{k}={v}" for k, v in run.params.items())
         self.log(f"[{self.name}] run {run.id} started: {shown}")
-        started = time.monotonic()
-        with log_path.open("wb") as out:
+        with self._log_path(run).open("wb") as out:
             try:
                 self._proc = procs.start_group(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
             except OSError as exc:
                 out.write(f"cannot start {argv[0]!r}: {exc}\n".encode())
-                exit_code: int | None = 127
-            else:
-                exit_code = self._wait()
+                return _EXIT_CANNOT_START
+            try:
+                return self._wait()
             finally:
                 self._proc = None
-        state = self.backend.finish_run(run.id, exit_code=exit_code, stopped=self._stopping)
-        seconds = time.monotonic() - started
-        objective = self.backend.run(run.id).objective
-        detail = f"objective={objective:.6g}" if objective is not None else f"exit {exit_code}"
-        self.log(f"[{self.name}] run {run.id} {state}: {detail} ({seconds:.0f} s)")
-        if state in (base.FAILED, base.CRASHED):
-            self.log(_tail(log_path, f"[{self.name}]   "))
-        return TrialOutcome(run.id, state, exit_code, seconds)
+
+    def _log_path(self, run: RunRecord) -> Path:
+        return self.run_dir / f"run-{run.id}.log"
+
+    def _ended(self, run: RunRecord, outcome: TrialOutcome) -> None:
+        objective = self.queue.run(run.id).objective
+        code = outcome.exit_code
+        detail = f"objective={objective:.6g}" if objective is not None else f"exit {code}"
+        self.log(f"[{self.name}] run {run.id} {outcome.state}: {detail} ({outcome.seconds:.0f} s)")
+        if outcome.state in (RunState.FAILED, RunState.CRASHED):
+            self.log(_tail(self._log_path(run), f"[{self.name}]   "))
 
     def _wait(self) -> int | None:
         assert self._proc is not None
@@ -152,16 +138,16 @@ class Worker:
                 pass
             if time.monotonic() - checked > _CANCEL_POLL:
                 checked = time.monotonic()
-                if self.backend.sweep(self.sweep_id).state == base.SWEEP_CANCELED:
-                    self._stopping = True
-            if self._stopping and termed_at is None:
+                if self.queue.sweep_state(self.sweep_id) == SweepState.CANCELED:
+                    self.loop.stop()
+            if self.loop.stopping and termed_at is None:
                 termed_at = time.monotonic()
                 procs.signal_group(proc.pid, signal.SIGTERM)
             if termed_at is not None and time.monotonic() - termed_at > self.kill_delay:
                 procs.signal_group(proc.pid, signal.SIGKILL)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._stopping = True
+        self.loop.stop()
 
 
 def _print(line: str) -> None:
@@ -184,10 +170,12 @@ def _default_command() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m wbsweep.worker STORE SWEEP_ID [NAME]``: one worker process."""
+    from wbsweep.backends import open_backend
+
     args = sys.argv[1:] if argv is None else argv
     store, sweep_id = args[0], args[1]
     name = args[2] if len(args) > 2 else None
-    Worker(LocalBackend(store), sweep_id, name=name).run()
+    Worker(open_backend("local", store=store), sweep_id, name=name).run()
     return 0
 
 

@@ -1,17 +1,19 @@
 """Backends: where a sweep lives. ``local`` (embedded SQLite) or ``wandb`` (a W&B server).
 
 A sweep reference tells its backend: ``entity/project/id`` is a W&B sweep, a
-bare id is a sweep in the local store.
+bare id is a sweep in the local store. Callers get a :class:`Backend` and never
+ask which one it is; what differs lives behind its methods.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from wbsweep.backends.base import Backend, RunRecord, SweepRecord
-from wbsweep.backends.local import LocalBackend, default_store_path
-from wbsweep.errors import WbsweepError
+from wbsweep.backends.base import Backend, RunQueue, RunRecord, SweepRecord
+from wbsweep.backends.local import STORE_ENV, SWEEP_ID_ENV, LocalBackend, default_store_path
+from wbsweep.errors import SweepNotFoundError, UsageError
 
 BACKEND_ENV = "WBSWEEP_BACKEND"
 BACKENDS = ("local", "wandb", "auto")
@@ -21,21 +23,29 @@ __all__ = [
     "BACKEND_ENV",
     "Backend",
     "LocalBackend",
+    "RunQueue",
     "RunRecord",
     "SweepRecord",
+    "backend_for_sweep",
     "choose_backend",
     "open_backend",
-    "backend_for_sweep",
+    "queue_from_env",
 ]
 
 
 def choose_backend(requested: str | None) -> str:
-    """The concrete backend for ``--backend`` (default ``$WBSWEEP_BACKEND``, else ``auto``)."""
+    """The concrete backend for ``--backend`` (default ``$WBSWEEP_BACKEND``, else ``auto``).
+
+    ``auto`` is ``wandb`` when a W&B key is found, else ``local``.
+
+    Raises:
+        UsageError: Not one of :data:`BACKENDS`.
+    """
     name = (requested or os.environ.get(BACKEND_ENV) or "auto").lower()
     if name not in BACKENDS:
-        raise WbsweepError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
     if name == "auto":
-        from wbsweep.backends.wandb import has_credentials
+        from wbsweep.backends._wandb_auth import has_credentials
 
         return "wandb" if has_credentials() else "local"
     return name
@@ -48,14 +58,19 @@ def open_backend(
     entity: str | None = None,
     project: str | None = None,
 ) -> Backend:
-    """An instance of a concrete backend (``wandb`` checks the server and the key first)."""
+    """An instance of a concrete backend (``wandb`` checks the server and the key first).
+
+    Raises:
+        UsageError: An unknown backend name.
+        WandbLoginError, WandbUnreachableError: ``wandb`` and the server will not take the key.
+    """
     if name == "local":
         return LocalBackend(store if store is not None else default_store_path())
     if name == "wandb":
         from wbsweep.backends.wandb import WandbBackend
 
         return WandbBackend(entity=entity, project=project)
-    raise WbsweepError(f"unknown backend {name!r}")
+    raise UsageError(f"unknown backend {name!r}; expected local or wandb")
 
 
 def backend_for_sweep(sweep_ref: str, *, store: str | Path | None = None) -> tuple[Backend, str]:
@@ -66,3 +81,31 @@ def backend_for_sweep(sweep_ref: str, *, store: str | Path | None = None) -> tup
         path = SweepPath.parse(sweep_ref)
         return open_backend("wandb", entity=path.entity, project=path.project), str(path)
     return open_backend("local", store=store), sweep_ref
+
+
+def queue_from_env(environ: Mapping[str, str] | None = None) -> RunQueue | None:
+    """The run queue a trial reports to, on rank 0 only: ``$WBSWEEP_STORE``'s.
+
+    Only when the store holds the trial's sweep (``WBSWEEP_SWEEP_ID``, which a
+    local worker exports, or ``WANDB_SWEEP_ID``): a ``wandb agent``'s trial
+    reports to W&B alone, even where ``WBSWEEP_STORE`` is set for other
+    commands, and no store is created for it. Ranks other than 0 never report.
+
+    >>> queue_from_env({"WBSWEEP_STORE": "/nonexistent/s.db", "WANDB_SWEEP_ID": "a"}) is None
+    True
+    >>> queue_from_env({"WBSWEEP_STORE": "s.db", "WBSWEEP_SWEEP_ID": "abc", "RANK": "1"}) is None
+    True
+    """
+    source = os.environ if environ is None else environ
+    path = source.get(STORE_ENV)
+    sweep_id = source.get(SWEEP_ID_ENV) or source.get("WANDB_SWEEP_ID")
+    if not path or not sweep_id or int(source.get("RANK", "0") or 0) != 0:
+        return None
+    if not Path(path).is_file():
+        return None
+    store = LocalBackend(path)
+    try:
+        store.sweep_state(sweep_id)
+    except SweepNotFoundError:
+        return None
+    return store.queue

@@ -1,39 +1,56 @@
-"""The backend contract: where a sweep lives and who decides its next run.
+"""The backend contract: where a sweep lives, who hands out its runs, how a node joins it.
 
-A backend is small on purpose. It creates a sweep from a finished sweep config,
-lists the sweep's runs, and changes the sweep's state. Everything else (best
-run, status tables) is written once on top of :meth:`Backend.runs`.
+Two interfaces, as the two backends split the work:
 
-Guarantees every backend gives:
+* :class:`Backend` — every backend. It registers a sweep, reads it and its
+  runs, changes its state, says where it lives, and says how a node's workers
+  start (``worker_argv``) and how one process runs trials in itself
+  (``drive``). The best candidates are written once here, on top of ``runs``.
+* :class:`RunQueue` — where wbsweep itself hands out runs (the local store):
+  claim, heartbeat, report start, history and result, finish. On W&B the
+  server and ``wandb agent`` own the queue, so :attr:`Backend.queue` is ``None``.
 
-* ``create`` either registers the whole sweep or nothing.
+Guarantees every backend gives (``tests/backends`` checks each one on every
+backend):
+
+* ``create`` either registers the whole sweep or nothing, and returns an id
+  that ``sweep``, ``runs`` and ``set_state`` accept on any machine that can
+  reach the backend.
 * ``runs`` returns every run of the sweep made by any worker on any machine,
   oldest first; a run's ``params`` hold only the sweep's own parameters.
-* A finished run never changes again.
+* A run in a terminal state (:attr:`RunState.terminal`) never changes again.
+* A finished or canceled sweep cannot change state again.
+* Reads never wait behind a writer for long: ``sweep`` and ``runs`` answer
+  while workers write.
+* Errors are :mod:`wbsweep.errors` classes with one-line messages; a backend
+  never lets a driver error (SQLite, HTTP) through.
+
+Both interfaces are safe to use from several processes at once; an instance is
+not shared between threads.
 """
 
 from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-# Run states a user sees, in W&B's words where W&B has one.
-PENDING = "pending"
-RUNNING = "running"
-FINISHED = "finished"
-FAILED = "failed"
-CRASHED = "crashed"
-STOPPED = "stopped"
-RUN_STATES = (PENDING, RUNNING, FINISHED, FAILED, CRASHED, STOPPED)
-TERMINAL_STATES = (FINISHED, FAILED, CRASHED, STOPPED)
+from wbsweep.states import RunState, SweepState
 
-# Sweep states, as W&B names them.
-SWEEP_RUNNING = "RUNNING"
-SWEEP_PAUSED = "PAUSED"
-SWEEP_FINISHED = "FINISHED"
-SWEEP_CANCELED = "CANCELED"
+__all__ = [
+    "Backend",
+    "ClaimedRun",
+    "DriveOptions",
+    "InProcessTrial",
+    "Reporter",
+    "RunQueue",
+    "RunRecord",
+    "RunState",
+    "SweepRecord",
+    "SweepState",
+]
 
 
 @dataclass(frozen=True)
@@ -47,7 +64,7 @@ class RunRecord:
 
     id: str
     sweep_id: str
-    state: str
+    state: RunState
     params: dict[str, Any]
     objective: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -57,6 +74,7 @@ class RunRecord:
     claimed_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    heartbeat_at: float | None = None
 
     @property
     def has_finite_objective(self) -> bool:
@@ -69,7 +87,7 @@ class SweepRecord:
 
     id: str
     config: dict[str, Any]
-    state: str
+    state: SweepState
     sweep_file: str | None = None
     created_at: float | None = None
 
@@ -87,23 +105,252 @@ class SweepRecord:
         return int(cap) if cap is not None else None
 
 
+class Reporter(Protocol):
+    """Where rank 0 of a trial reports besides W&B: the sweep's own record.
+
+    Every method may be called from the trial's process only; each call is one
+    short write and raises ``StoreError`` when the record cannot be written.
+    """
+
+    def record_started(self, run_id: str) -> None:
+        """The trial took its first training step (kept on a second call)."""
+
+    def record_history(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
+        """The metrics of one evaluation during training, at global ``step``."""
+
+    def record_result(self, run_id: str, objective: float, metrics: dict[str, Any]) -> None:
+        """The trial's objective and final evaluation metrics."""
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run handed to an in-process trial, with what its W&B run should use.
+
+    ``reporter`` is ``None`` where W&B itself records the run. ``wandb_mode``
+    is the mode the trial's W&B run takes when ``WANDB_MODE`` does not say
+    (``offline`` for local sweeps, so ``wandb sync`` can upload them later);
+    ``wandb_group`` groups a local sweep's runs on the dashboard.
+    """
+
+    run_id: str
+    sweep_id: str
+    params: dict[str, Any]
+    reporter: Reporter | None = None
+    wandb_mode: str | None = None
+    wandb_group: str | None = None
+
+
+#: One trial run in this process. Returns when it succeeded; raises when it failed.
+InProcessTrial = Callable[[ClaimedRun], None]
+
+
+@dataclass(frozen=True)
+class DriveOptions:
+    """Who runs a sweep's trials, and for how long: :meth:`Backend.drive` and the run loop.
+
+    Attributes:
+        worker: This worker's name, recorded with each run it takes.
+        count: The most trials it runs [default: until the sweep has none left].
+        max_consecutive_failures: It stops after this many failed in a row.
+        log: Where it says what it does (one line at a time).
+    """
+
+    worker: str
+    count: int | None = None
+    max_consecutive_failures: int | None = None
+    log: Callable[[str], None] | None = None
+
+
+class RunQueue(abc.ABC):
+    """Hands out a sweep's runs and records their lives, where wbsweep owns that.
+
+    Guarantees:
+
+    * ``claim_next`` is atomic across processes: two workers never get the same
+      run, ``run_cap`` is exact, and a grid point is handed out once.
+    * The choice of the next run is the ``sweeps`` engine's, over every run so
+      far, as the W&B server makes it.
+    * ``finish_run`` is the only way a run reaches a terminal state, and a
+      second call leaves the first outcome in place.
+    * Records of a run that does not exist raise ``StoreError``; reports about
+      a run in a terminal state (a late heartbeat, result or history row) are
+      ignored, so it never changes again.
+    * ``sweep_state`` and ``history`` are plain reads: they never wait for a writer.
+    """
+
+    @abc.abstractmethod
+    def claim_next(self, sweep_id: str, worker: str) -> RunRecord | None:
+        """Choose the sweep's next run and mark it ``running`` for ``worker``.
+
+        Returns:
+            The run, or ``None`` when the sweep is not running, ``run_cap`` is
+            reached or the space is exhausted (grid).
+
+        Raises:
+            SweepNotFoundError: No such sweep.
+            WbsweepError: The search engine could not choose.
+        """
+
+    @abc.abstractmethod
+    def run(self, run_id: str) -> RunRecord:
+        """One run by id (a plain read).
+
+        Raises:
+            StoreError: No such run.
+        """
+
+    @abc.abstractmethod
+    def sweep_state(self, sweep_id: str) -> SweepState:
+        """The sweep's state now: a plain read that never waits behind a writer.
+
+        Raises:
+            SweepNotFoundError: No such sweep.
+        """
+
+    @abc.abstractmethod
+    def heartbeat(self, run_id: str) -> None:
+        """The run's worker is alive now (``RunRecord.heartbeat_at``)."""
+
+    @abc.abstractmethod
+    def record_started(self, run_id: str) -> None:
+        """The trial took its first training step (the first call's time is kept)."""
+
+    @abc.abstractmethod
+    def record_history(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
+        """One evaluation's metrics at ``step``; a second report of a step replaces it."""
+
+    @abc.abstractmethod
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        """Every evaluation reported, by step: ``{"_step": step, **metrics}``."""
+
+    @abc.abstractmethod
+    def record_result(self, run_id: str, objective: float, metrics: dict[str, Any]) -> None:
+        """The objective (stored as ``None`` when not finite) and final metrics."""
+
+    @abc.abstractmethod
+    def finish_run(self, run_id: str, *, exit_code: int | None, stopped: bool = False) -> RunState:
+        """Close a run after its trial ended; return the state it ended in.
+
+        Exit code 0 is ``finished``; a trial stopped on purpose is ``stopped``;
+        killed by a signal (``None``, negative, or 128 and above) is
+        ``crashed``; any other non-zero exit is ``failed``. A run already in a
+        terminal state keeps it, and that state is returned.
+        """
+
+    @abc.abstractmethod
+    def maybe_finish_sweep(self, sweep_id: str) -> bool:
+        """Mark the sweep finished once no run can start and none is running.
+
+        Returns:
+            Whether the sweep is over (finished or canceled).
+        """
+
+    @abc.abstractmethod
+    def trial_env(self, sweep_id: str, run_id: str) -> dict[str, str]:
+        """Environment variables a trial process needs to report to this queue."""
+
+    @abc.abstractmethod
+    def work_dir(self, sweep_id: str) -> str:
+        """A directory for the sweep's params files and trial logs (created on demand)."""
+
+
 class Backend(abc.ABC):
     """Where sweeps are registered and their runs recorded."""
 
+    #: ``local`` or ``wandb``: what ``--backend`` calls it.
     name: str
+    #: Seconds between starting two workers on a node (W&B: spread the first heartbeats).
+    worker_stagger: float = 0.0
+
+    @property
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Where this backend's sweeps live, for messages: ``local store /x/store.db``."""
 
     @abc.abstractmethod
     def create(self, config: dict[str, Any], *, sweep_file: str | None = None) -> str:
-        """Register a sweep from a complete, validated sweep config; return its id."""
+        """Register a sweep from a complete, validated sweep config; return its id.
+
+        The whole sweep is registered, or nothing (an error is raised).
+
+        Raises:
+            WbsweepError: The backend refused the config or could not be reached.
+        """
 
     @abc.abstractmethod
     def sweep(self, sweep_id: str) -> SweepRecord:
-        """The sweep; raises ``SweepNotFoundError`` when there is none."""
+        """The sweep.
+
+        Raises:
+            SweepNotFoundError: No such sweep.
+        """
 
     @abc.abstractmethod
     def runs(self, sweep_id: str) -> list[RunRecord]:
-        """Every run of the sweep, oldest first."""
+        """Every run of the sweep from every worker on every machine, oldest first.
+
+        Raises:
+            SweepNotFoundError: No such sweep.
+        """
 
     @abc.abstractmethod
-    def set_state(self, sweep_id: str, state: str) -> None:
-        """Pause, resume, stop (finish) or cancel a sweep."""
+    def set_state(self, sweep_id: str, state: SweepState) -> None:
+        """Pause, resume, stop (finish: running trials complete) or cancel the sweep.
+
+        Raises:
+            SweepNotFoundError: No such sweep.
+            SweepStateError: The sweep is finished or canceled and ``state`` differs.
+        """
+
+    @abc.abstractmethod
+    def worker_argv(self, sweep_id: str, name: str) -> list[str]:
+        """The argv of one worker process on this node (``wandb agent ID`` on W&B)."""
+
+    def resolve(self, sweep_id: str) -> str:
+        """The full id of a sweep given as the user wrote it (a bare id on W&B: add the path)."""
+        return sweep_id
+
+    def agent_command(self, sweep_id: str) -> list[str]:
+        """The ``wbsweep agent`` argv a user runs on each node for this sweep."""
+        return ["wbsweep", "agent", sweep_id]
+
+    def sweep_url(self, sweep_id: str) -> str | None:
+        """The sweep's page on a dashboard, where the backend has one."""
+        return None
+
+    def best_candidates(self, sweep_id: str) -> list[RunRecord]:
+        """The runs that may be the best: finished, with a finite objective.
+
+        Backends that can filter and order on the server override this; the
+        order is not part of the contract (``wbsweep.best`` decides).
+
+        Raises:
+            SweepNotFoundError: No such sweep.
+        """
+        return [
+            run
+            for run in self.runs(sweep_id)
+            if run.state == RunState.FINISHED and run.has_finite_objective
+        ]
+
+    @property
+    def queue(self) -> RunQueue | None:
+        """The run queue, where wbsweep hands out runs; ``None`` where W&B's agent does."""
+        return None
+
+    def drive(self, sweep_id: str, trial: InProcessTrial, options: DriveOptions) -> None:
+        """Run the sweep's trials in this process, one at a time, until none is left.
+
+        ``trial`` is called once per run; a trial that raises is recorded as
+        failed and the next one starts, until ``max_consecutive_failures``
+        failed in a row. ``count`` caps the trials this call runs.
+
+        Raises:
+            SweepNotFoundError: No such sweep.
+        """
+        queue = self.queue
+        if queue is None:  # pragma: no cover - a backend without a queue overrides drive
+            raise NotImplementedError(f"{self.name} backend cannot run trials in-process")
+        from wbsweep.runloop import RunLoop, in_process
+
+        RunLoop(queue, sweep_id, in_process(queue, trial), options).run()

@@ -1,70 +1,77 @@
 """The W&B backend: a sweep on a W&B server (W&B cloud or self-hosted W&B Server).
 
 The server holds the sweep, runs the search with W&B's ``sweeps`` engine and
-hands runs to ``wandb agent`` processes on any number of machines. wbsweep
-registers with ``wandb.sweep``, reads with ``wandb.Api()`` and changes state
-with ``wandb sweep --pause|--resume|--stop|--cancel``: the SDK's public
-surface only, so any SDK in the tested range works.
+hands runs to ``wandb agent`` processes on any number of machines, so the
+server is the run queue (:attr:`WandbBackend.queue` is ``None``). wbsweep
+registers with ``wandb.sweep``, reads with ``wandb.Api()``, changes state with
+``wandb sweep --pause|--resume|--stop|--cancel`` and runs in-process trials
+with ``wandb.agent``: the SDK's public surface only, so any SDK in the tested
+range works.
 
-A sweep is named by its path ``entity/project/id``. Before the SDK is used, a
-short preflight asks the server who the key belongs to: an unreachable server or
-a rejected key is then a clear one-line error instead of the SDK's retries.
-The API key is sent to the server only; it never appears in what wbsweep
-prints, logs or writes.
+A sweep is named by its path ``entity/project/id``; a bare id gets this
+backend's entity and project. Credentials and the preflight that checks them
+live in :mod:`wbsweep.backends._wandb_auth`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
-import netrc
 import os
 import subprocess
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from wbsweep.backends import base
-from wbsweep.errors import SweepNotFoundError, WbsweepError
+import yaml
 
-DEFAULT_BASE_URL = "https://api.wandb.ai"
-PREFLIGHT_TIMEOUT = 15.0
+from wbsweep.backends._wandb_auth import (
+    api_key,
+    base_url,
+    child_env,
+    has_credentials,
+    not_logged_in_message,
+    preflight,
+    wandb_executable,
+)
+from wbsweep.backends._wandb_records import run_record, sweep_state
+from wbsweep.backends.base import (
+    Backend,
+    ClaimedRun,
+    DriveOptions,
+    InProcessTrial,
+    RunRecord,
+    RunState,
+    SweepRecord,
+    SweepState,
+)
+from wbsweep.errors import (
+    SweepNotFoundError,
+    SweepStateError,
+    UsageError,
+    WandbLoginError,
+    WbsweepError,
+)
+from wbsweep.wandb_run import resolve_project
 
-# W&B run states in wbsweep's words (W&B calls a stopped run "killed").
-_STATES = {
-    "pending": base.PENDING,
-    "preempting": base.RUNNING,
-    "running": base.RUNNING,
-    "finished": base.FINISHED,
-    "failed": base.FAILED,
-    "crashed": base.CRASHED,
-    "killed": base.STOPPED,
-    "preempted": base.STOPPED,
+__all__ = [
+    "SweepPath",
+    "WandbBackend",
+    "api_key",
+    "base_url",
+    "child_env",
+    "has_credentials",
+    "sweep_page_url",
+    "wandb_executable",
+]
+
+_STATE_FLAGS = {
+    SweepState.PAUSED: "--pause",
+    SweepState.RUNNING: "--resume",
+    SweepState.FINISHED: "--stop",
+    SweepState.CANCELED: "--cancel",
 }
-_CLI_STATE_FLAGS = {
-    base.SWEEP_PAUSED: "--pause",
-    base.SWEEP_RUNNING: "--resume",
-    base.SWEEP_FINISHED: "--stop",
-    base.SWEEP_CANCELED: "--cancel",
-}
-
-
-class WandbLoginError(WbsweepError):
-    """No API key for the server, or the server rejected it."""
-
-    exit_code = 7
-
-
-class WandbUnreachableError(WbsweepError):
-    """The W&B server did not answer."""
-
-    exit_code = 8
 
 
 @dataclass(frozen=True)
@@ -80,145 +87,110 @@ class SweepPath:
 
     @classmethod
     def parse(cls, text: str) -> SweepPath:
+        """``SweepPath`` of ``entity/project/id``; ``WbsweepError`` for any other shape."""
         parts = text.strip("/").split("/")
         if len(parts) != 3 or not all(parts):
+            # Exit 1, as before UsageError existed: scripts check for it.
             raise WbsweepError(f"W&B sweep path {text!r} is not entity/project/sweep_id")
         return cls(*parts)
 
 
-def base_url(env: Mapping[str, str] | None = None) -> str:
-    source: Mapping[str, str] = os.environ if env is None else env
-    return (source.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+class WandbBackend(Backend):
+    """Sweeps on a W&B server, read and written through the ``wandb`` SDK.
 
-
-def api_key(env: Mapping[str, str] | None = None) -> str | None:
-    """The key the SDK would use: ``WANDB_API_KEY``, else ``wandb login``'s netrc entry."""
-    source: Mapping[str, str] = os.environ if env is None else env
-    if source.get("WANDB_API_KEY"):
-        return source["WANDB_API_KEY"]
-    host = urllib.parse.urlparse(base_url(source)).hostname or ""
-    path = source.get("NETRC") or str(Path.home() / ".netrc")
-    try:
-        entry = netrc.netrc(path).authenticators(host)
-    except (OSError, netrc.NetrcParseError):
-        return None
-    return entry[2] if entry and entry[2] else None
-
-
-def has_credentials(env: Mapping[str, str] | None = None) -> bool:
-    return api_key(env) is not None
-
-
-def not_logged_in_message(url: str) -> str:
-    return (
-        f"not logged in to W&B at {url}: run `wandb login` or set WANDB_API_KEY "
-        "(WANDB_BASE_URL for W&B Server), or use --backend local"
-    )
-
-
-def preflight(url: str, key: str | None) -> dict[str, Any]:
-    """Ask the server who ``key`` belongs to; ``{"entity", "username"}``.
-
-    Raises ``WandbLoginError`` (no or rejected key) or
-    ``WandbUnreachableError`` (no answer) with a one-line message.
+    Creating one runs the preflight: ``WandbLoginError`` or
+    ``WandbUnreachableError`` when the server will not take the key.
     """
-    if not key:
-        raise WandbLoginError(not_logged_in_message(url))
-    body = json.dumps({"query": "query Viewer { viewer { id entity username } }"}).encode()
-    token = base64.b64encode(f"api:{key}".encode()).decode()
-    request = urllib.request.Request(
-        f"{url}/graphql",
-        data=body,
-        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=PREFLIGHT_TIMEOUT) as response:
-            answer = json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            raise WandbLoginError(
-                f"W&B at {url} rejected the API key: run `wandb login --relogin` or set "
-                "WANDB_API_KEY, or use --backend local"
-            ) from None
-        raise WandbUnreachableError(f"W&B at {url} answered HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise WandbUnreachableError(
-            f"cannot reach W&B at {url}: {reason} (check WANDB_BASE_URL and the network, "
-            "or use --backend local)"
-        ) from None
-    viewer = (answer.get("data") or {}).get("viewer")
-    if not viewer:
-        raise WandbLoginError(not_logged_in_message(url))
-    return {"entity": viewer.get("entity"), "username": viewer.get("username")}
-
-
-class WandbBackend(base.Backend):
-    """Sweeps on a W&B server, read and written through the ``wandb`` SDK."""
 
     name = "wandb"
+    # Two `wandb agent`s started at once ask the server for a run at the same
+    # moment (their first heartbeat, every 5 s): start them apart.
+    worker_stagger = 2.5
 
     def __init__(self, *, entity: str | None = None, project: str | None = None) -> None:
         self.url = base_url()
         self._viewer = preflight(self.url, api_key())
-        self.entity = entity or os.environ.get("WANDB_ENTITY") or self._viewer["entity"]
-        self.project = project or os.environ.get("WANDB_PROJECT")
+        self.entity: str = entity or os.environ.get("WANDB_ENTITY") or self._viewer["entity"]
+        #: The explicit project (``--project``, ``project=``); see :func:`resolve_project`.
+        self.project = project
 
     # -- the Backend contract ---------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        return f"W&B at {self.url}"
+
+    def resolve(self, sweep_id: str) -> str:
+        return str(self._path(sweep_id))
+
+    def sweep_url(self, sweep_id: str) -> str:
+        return sweep_page_url(self._path(sweep_id), self.url)
+
+    def worker_argv(self, sweep_id: str, name: str) -> list[str]:
+        # `wandb agent` names itself after the host; ``name`` is for local workers.
+        return [wandb_executable(), "agent", str(self._path(sweep_id))]
 
     def create(self, config: dict[str, Any], *, sweep_file: str | None = None) -> str:
         import wandb
 
-        project = self.project or config.get("project") or "wbsweep"
-        entity = self.entity
+        project = resolve_project(self.project, config.get("project"))
+        where = f"{self.entity}/{project}"
         try:
             # The SDK prints its own lines; keep stdout for wbsweep's (and --json).
-            with contextlib.redirect_stdout(sys.stderr):
-                sweep_id = wandb.sweep(sweep=config, entity=entity, project=project)
+            with (
+                contextlib.redirect_stdout(sys.stderr),
+                _environ_kept("WANDB_PROJECT", "WANDB_ENTITY"),
+            ):
+                sweep_id = wandb.sweep(sweep=config, entity=self.entity, project=project)
         except Exception as exc:
-            raise _sdk_error(exc, f"{entity}/{project}") from None
+            raise _sdk_error(exc, where) from None
         if not sweep_id:
-            raise WbsweepError(f"W&B did not register the sweep in {entity}/{project}")
-        return str(SweepPath(str(entity), str(project), str(sweep_id)))
+            raise WbsweepError(f"W&B did not register the sweep in {where}")
+        return str(SweepPath(self.entity, project, str(sweep_id)))
 
-    def sweep(self, sweep_id: str) -> base.SweepRecord:
-        path = SweepPath.parse(sweep_id)
+    def sweep(self, sweep_id: str) -> SweepRecord:
+        path = self._path(sweep_id)
         found = self._api_sweep(path)
         config = dict(found.config)
-        return base.SweepRecord(
+        return SweepRecord(
             id=str(path),
             config=config,
-            state=str(found.state).upper(),
+            state=sweep_state(found.state),
             # wbsweep registers the sweep file as the sweep's program.
             sweep_file=config.get("program"),
         )
 
-    def runs(self, sweep_id: str) -> list[base.RunRecord]:
-        path = SweepPath.parse(sweep_id)
+    def runs(self, sweep_id: str) -> list[RunRecord]:
         sweep = self.sweep(sweep_id)
-        return [
-            _run_record(run, sweep, str(path))
-            for run in self._api_runs(path, {"sweep": path.id}, "+created_at")
-        ]
+        path = SweepPath.parse(sweep.id)
+        found = self._api_runs(path, {"sweep": path.id}, "+created_at")
+        return [run_record(run, sweep) for run in found]
 
-    def best_candidates(self, sweep_id: str) -> list[base.RunRecord]:
-        """Finished runs ordered best first by the server, paged through entirely."""
-        path = SweepPath.parse(sweep_id)
+    def best_candidates(self, sweep_id: str) -> list[RunRecord]:
+        """Finished runs with a finite objective, best first as the server orders them."""
         sweep = self.sweep(sweep_id)
+        path = SweepPath.parse(sweep.id)
         sign = "+" if sweep.goal == "minimize" else "-"
         filters = {"$and": [{"sweep": path.id}, {"state": "finished"}]}
-        runs = self._api_runs(path, filters, f"{sign}summary_metrics.{sweep.metric_name}")
-        return [_run_record(run, sweep, str(path)) for run in runs]
+        found = self._api_runs(path, filters, f"{sign}summary_metrics.{sweep.metric_name}")
+        records = [run_record(run, sweep) for run in found]
+        return [r for r in records if r.state == RunState.FINISHED and r.has_finite_objective]
 
-    def set_state(self, sweep_id: str, state: str) -> None:
-        path = SweepPath.parse(sweep_id)
-        flag = _CLI_STATE_FLAGS.get(state)
-        if flag is None:
-            raise WbsweepError(f"unknown sweep state {state!r}")
-        self._api_sweep(path)  # a clear not-found error before the CLI's own
+    def set_state(self, sweep_id: str, state: SweepState) -> None:
+        try:
+            wanted = SweepState(state)
+        except ValueError:
+            raise UsageError(f"unknown sweep state {state!r}") from None
+        path = self._path(sweep_id)
+        # A clear not-found error before the CLI's own, and W&B's CLI would
+        # resume a finished sweep: a finished or canceled sweep stays so.
+        current = sweep_state(self._api_sweep(path).state)
+        if current == wanted:
+            return
+        if current.terminal:
+            raise SweepStateError(f"sweep {path} is {current.value.lower()} and cannot change")
         result = subprocess.run(
-            [wandb_executable(), "sweep", flag, str(path)],
+            [wandb_executable(), "sweep", _STATE_FLAGS[wanted], str(path)],
             capture_output=True,
             text=True,
             env=child_env(os.environ),
@@ -230,7 +202,53 @@ class WandbBackend(base.Backend):
             detail = lines[-1] if lines else f"exit {result.returncode}"
             raise WbsweepError(f"W&B could not change sweep {path}: {detail.strip()}")
 
+    def drive(self, sweep_id: str, trial: InProcessTrial, options: DriveOptions) -> None:
+        """Run the sweep's trials in this process with ``wandb.agent``.
+
+        The server chooses each run; ``trial`` opens the run itself (its W&B
+        run joins the agent's through ``WANDB_RUN_ID``). A trial that raises
+        is marked failed by the agent, which goes on to the next run.
+        ``options.log`` gets one line per run as it starts.
+        """
+        import wandb
+
+        sweep = self.sweep(sweep_id)  # SweepNotFoundError before the agent starts
+        path = SweepPath.parse(sweep.id)
+        names = set(sweep.config.get("parameters", {}))
+        say = options.log or (lambda line: None)
+
+        def one_trial() -> None:
+            # pyagent has exported the run's id and written its sampled config
+            # ({name: {"value": v}} yaml) before calling us, and has not opened
+            # a run: the trial's own wandb.init joins this one.
+            run_id = os.environ["WANDB_RUN_ID"]
+            params = _sweep_params(os.environ["WANDB_SWEEP_PARAM_PATH"], names)
+            say(f"[{options.worker}] run {run_id}: {params}")
+            trial(ClaimedRun(run_id, sweep_id=str(path), params=params))
+
+        try:
+            wandb.agent(
+                path.id,
+                function=one_trial,
+                entity=path.entity,
+                project=path.project,
+                count=options.count,
+                # pyagent (wandb >= 0.31) counts failures in a row itself. It also
+                # has limits of its own that apply either way: 3 failed runs in
+                # its first 60 s, or WANDB_AGENT_MAX_INITIAL_FAILURES at the start.
+                max_consecutive_failed_runs=options.max_consecutive_failures,
+            )
+        except Exception as exc:
+            raise _sdk_error(exc, str(path), not_found=True) from None
+
     # -- SDK reads ---------------------------------------------------------------------
+
+    def _path(self, sweep_id: str) -> SweepPath:
+        if "/" in sweep_id:
+            return SweepPath.parse(sweep_id)
+        if not sweep_id:
+            raise UsageError("empty W&B sweep id")
+        return SweepPath(self.entity, resolve_project(self.project), sweep_id)
 
     def _api(self) -> Any:
         import wandb
@@ -263,59 +281,33 @@ class WandbBackend(base.Backend):
             raise _sdk_error(exc, str(path), not_found=True) from None
 
 
-def _run_record(run: Any, sweep: base.SweepRecord, sweep_path: str) -> base.RunRecord:
-    names = set(sweep.config.get("parameters", {}))
-    config = {k: v for k, v in dict(run.config).items() if k in names}
-    summary = _summary(run)
-    objective = _number(summary.get(sweep.metric_name), sweep.goal)
-    metrics = {
-        k: v for k, v in summary.items() if not k.startswith("_") and isinstance(v, int | float)
-    }
-    return base.RunRecord(
-        id=str(run.id),
-        sweep_id=sweep_path,
-        state=_STATES.get(str(run.state).lower(), base.CRASHED),
-        params=config,
-        objective=objective,
-        metrics=metrics,
-        created_at=_timestamp(getattr(run, "created_at", None)),
-        # W&B creates a sweep run when an agent takes it.
-        claimed_at=_timestamp(getattr(run, "created_at", None)),
-        started_at=None,
-        finished_at=_timestamp(getattr(run, "heartbeat_at", None)),
-    )
+@contextlib.contextmanager
+def _environ_kept(*names: str) -> Iterator[None]:
+    """Undo what the block sets in ``os.environ`` under ``names``.
 
-
-def _number(value: Any, goal: str) -> float | None:
-    """A summary value as a float; ``define_metric`` summaries are ``{"min": v}`` dicts."""
-    if isinstance(value, dict):
-        value = value.get("min" if goal == "minimize" else "max", value.get("last"))
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _summary(run: Any) -> dict[str, Any]:
-    raw = getattr(run, "summary_metrics", None)
-    if isinstance(raw, str):
-        raw = json.loads(raw or "{}")
-    if not raw:
-        raw = dict(getattr(run, "summary", {}) or {})
-    return dict(raw)
-
-
-def _timestamp(value: Any) -> float | None:
-    if not value:
-        return None
-    import datetime as dt
-
+    ``wandb.sweep`` exports the project it registered in; the next sweep or
+    trial in this process must still follow the project rule, not that leftover.
+    """
+    before = {name: os.environ.get(name) for name in names}
     try:
-        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.timestamp()
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _sweep_params(param_file: str, names: set[str]) -> dict[str, Any]:
+    """The sweep's own parameters from pyagent's config file (``{name: {"value": v}}``)."""
+    with open(param_file) as fp:
+        loaded = yaml.safe_load(fp) or {}
+    return {
+        k: v["value"] if isinstance(v, dict) and "value" in v else v
+        for k, v in loaded.items()
+        if k in names
+    }
 
 
 def _not_found(path: SweepPath) -> SweepNotFoundError:
@@ -327,37 +319,25 @@ def _not_found(path: SweepPath) -> SweepNotFoundError:
 
 def _sdk_error(exc: Exception, where: str, *, not_found: bool = False) -> WbsweepError:
     """One line for an SDK failure; never the key, never a traceback."""
+    if isinstance(exc, WbsweepError):
+        return exc
     text = " ".join(str(exc).split()) or type(exc).__name__
     lowered = text.lower()
     if "not logged in" in lowered or "credentials" in lowered or "api key" in lowered:
         return WandbLoginError(not_logged_in_message(base_url()))
     if not_found and ("not found" in lowered or "could not find" in lowered or "404" in lowered):
-        try:
+        with contextlib.suppress(WbsweepError):
             return _not_found(SweepPath.parse(where))
-        except WbsweepError:
-            pass
     key = api_key()
     if key:
         text = text.replace(key, "***")
     return WbsweepError(f"W&B error for {where}: {text}")
 
 
-def sweep_url(path: SweepPath, url: str | None = None) -> str:
+def sweep_page_url(path: SweepPath, url: str | None = None) -> str:
     """The sweep's page on the W&B app (``api.`` host -> app host for W&B cloud)."""
-    server = url or base_url()
-    parsed = urllib.parse.urlparse(server)
+    parsed = urllib.parse.urlparse(url or base_url())
     host = parsed.netloc
     if host.startswith("api."):
         host = host[len("api.") :]
     return f"{parsed.scheme}://{host}/{path.entity}/{path.project}/sweeps/{path.id}"
-
-
-def wandb_executable() -> str:
-    """The ``wandb`` CLI of this install (beside the interpreter), else the one on PATH."""
-    beside = Path(sys.executable).parent / "wandb"
-    return str(beside) if beside.exists() else "wandb"
-
-
-def child_env(env: Mapping[str, str]) -> dict[str, str]:
-    """An environment for a ``wandb`` child: without this process's ``wandb-core`` address."""
-    return {k: v for k, v in env.items() if k != "WANDB_SERVICE"}

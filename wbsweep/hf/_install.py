@@ -38,9 +38,10 @@ def _table(module: ModuleType) -> tuple[dict[Any, Any], Any]:
 def _patch(module: ModuleType) -> None:
     """Replace the W&B entry in place: ``trainer.py`` holds the same dict object."""
     global _original
-    from wbsweep.hf.backend import WbsweepBackend
+    from wbsweep.hf._entry import backend_class
 
     with _lock:
+        WbsweepBackend = backend_class(module.HyperParamSearchBackendBase)  # noqa: N806
         table, key = _table(module)
         current = table.get(key)
         if current is WbsweepBackend:
@@ -68,11 +69,12 @@ def uninstall() -> None:
     module = sys.modules.get(TARGET)
     if module is None:
         return
-    from wbsweep.hf.backend import WbsweepBackend
+    from wbsweep.hf._entry import backend_class
 
     with _lock:
         table, key = _table(module)
-        if table.get(key) is WbsweepBackend and _original is not None:
+        ours = backend_class(module.HyperParamSearchBackendBase)
+        if table.get(key) is ours and _original is not None:
             table[key] = _original
 
 

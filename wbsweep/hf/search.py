@@ -2,22 +2,17 @@
 
 Execution model: every rank of an ``accelerate launch`` / ``torchrun`` job
 calls ``hyperparameter_search``. Rank 0 alone talks to the sweep's backend
-(one sweep, one agent per job); for each trial it broadcasts
-``("trial", run_id, params)`` to every rank with
-``torch.distributed.broadcast_object_list``, every rank trains that trial with
-the same params, and a final ``("done",)`` ends the loop everywhere. Rank 0
-then broadcasts the outcome (the ``BestRun``, or the error) so every rank
-returns the same value. Only rank 0 ever creates a W&B run; the others run
-with ``WANDB_MODE=disabled`` for the duration of the search.
-
-* **local** backend: rank 0 claims runs from the SQLite store
-  (``LocalBackend.claim_next``) and records start, result and exit itself; its
-  W&B run is offline unless ``WANDB_MODE`` says otherwise.
-* **wandb** backend: rank 0 registers the sweep (or joins ``sweep_id``) and runs
-  ``wandb.agent(..., function=...)``; in wandb 0.31 that is
-  ``wandb.agents.pyagent``, which calls the function in a thread of this
-  process, once per run the server hands out, after exporting the run's id so
-  that ``wandb.init()`` joins it and ``wandb.config`` holds its params.
+(one sweep, one agent per job) through :meth:`Backend.drive
+<wbsweep.backends.base.Backend.drive>`: the run loop over the local store, or
+``wandb.agent(function=...)`` on W&B. For each run, once its W&B run is open,
+rank 0 broadcasts ``("trial", run_id, params, metric, goal)`` to every rank
+with ``torch.distributed.broadcast_object_list``; every rank runs the same
+:func:`wbsweep.lifecycle.run_trial` on the user's ``Trainer``
+(:class:`wbsweep.hf.session.TrainerSession`), and a final ``("done",)`` ends
+the loop everywhere. Rank 0 then broadcasts the outcome (the ``BestRun``, or
+the error) so every rank returns the same value. Only rank 0 ever creates a
+W&B run; the others run with ``WANDB_MODE=disabled`` for the search. A local
+sweep's W&B runs are offline unless ``WANDB_MODE`` says otherwise.
 
 ``n_trials`` is the sweep's ``run_cap`` (sweep-wide, over every process and
 machine), not a per-process count; ``wbsweep_count`` limits this process.
@@ -32,18 +27,21 @@ only, mid-training, leaves the others in a collective, as in any DDP job.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from wbsweep.backends import choose_backend
+from wbsweep.backends.base import ClaimedRun, DriveOptions
 from wbsweep.errors import ConfigError, WbsweepError
-from wbsweep.hf.session import TrialSession
+from wbsweep.hf.session import TrainerSession
+from wbsweep.lifecycle import run_trial
+from wbsweep.prepare import SweepOptions, build_config
+from wbsweep.wandb_run import RunSettings
 
 __all__ = ["SearchOptions", "parse_options", "run_search", "sweep_config"]
 
@@ -64,18 +62,17 @@ _MODEL_INIT_REQUIRED = (
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """What ``hyperparameter_search``'s arguments ask of wbsweep (resolved, validated)."""
+    """What ``hyperparameter_search``'s arguments ask of wbsweep (resolved, validated).
+
+    ``sweep`` holds what shapes a new sweep's config, as ``wbsweep create``'s
+    options do; ``sweep.direction`` is already a W&B goal.
+    """
 
     backend: str
-    n_trials: int
-    goal: str
+    sweep: SweepOptions
     store: str | None = None
     sweep_id: str | None = None
-    project: str | None = None
     entity: str | None = None
-    name: str | None = None
-    metric: str | None = None
-    method: str | None = None
     count: int | None = None
 
 
@@ -87,7 +84,7 @@ def parse_options(
 ) -> SearchOptions:
     """Resolve the keyword arguments; unknown ones are an error, not silently dropped.
 
-    >>> parse_options(3, "max", {"wbsweep_backend": "local", "metric": "acc"}).goal
+    >>> parse_options(3, "max", {"wbsweep_backend": "local", "metric": "acc"}).sweep.direction
     'maximize'
     """
     from wbsweep.config import normalize_goal
@@ -114,37 +111,29 @@ def parse_options(
     requested = kwargs.get("wbsweep_backend")
     if requested is None and sweep_id and "/" in str(sweep_id):
         requested = "wandb"  # entity/project/id can only be a W&B sweep
+    sweep = SweepOptions(
+        method=kwargs.get("method"),
+        n_trials=n_trials,
+        direction=normalize_goal(direction),
+        metric=kwargs.get("metric"),
+        name=kwargs.get("name"),
+        project=kwargs.get("project"),
+    )
     return SearchOptions(
         backend=choose_backend(requested),
-        n_trials=n_trials,
-        goal=normalize_goal(direction),
+        sweep=sweep,
         store=kwargs.get("wbsweep_store"),
         sweep_id=str(sweep_id) if sweep_id else None,
-        project=kwargs.get("project"),
         entity=kwargs.get("entity"),
-        name=kwargs.get("name"),
-        metric=kwargs.get("metric"),
-        method=kwargs.get("method"),
         count=count,
     )
 
 
 def sweep_config(hp_space: Any, options: SearchOptions) -> dict[str, Any]:
-    """The whole, validated sweep config for a new sweep."""
-    from wbsweep.config import build_sweep_config
-    from wbsweep.space import translate
-
-    space = translate(hp_space)
+    """The whole, validated sweep config for a new sweep (the running script is its program)."""
     program = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-    return build_sweep_config(
-        space,
-        sweep_file=program,
-        method=options.method,
-        direction=options.goal,
-        metric=options.metric,
-        n_trials=options.n_trials,
-        name=options.name,
-        command=list(IN_PROCESS_COMMAND),
+    return build_config(
+        hp_space, sweep_file=program, options=options.sweep, command=list(IN_PROCESS_COMMAND)
     )
 
 
@@ -198,7 +187,7 @@ def run_search(trainer: Any, n_trials: int, direction: Any, **kwargs: Any) -> An
     if not ranks.is_main:
         os.environ["WANDB_MODE"] = "disabled"
     try:
-        with TrialSession(trainer, is_main=ranks.is_main) as session:
+        with TrainerSession(trainer, is_main=ranks.is_main) as session:
             if ranks.is_main:
                 outcome = _lead(trainer, n_trials, direction, kwargs, session, ranks)
             else:
@@ -225,20 +214,14 @@ def _lead(
     n_trials: int,
     direction: Any,
     kwargs: Mapping[str, Any],
-    session: TrialSession,
+    session: TrainerSession,
     ranks: _Ranks,
 ) -> tuple[str, Any]:
     """Rank 0: drive the backend, then end every rank's loop and share the outcome."""
     outcome: tuple[str, Any] = ("error", "rank 0 stopped before the search ended")
     try:
         options = parse_options(n_trials, direction, kwargs)
-
-        def trial(run_id: str, params: dict[str, Any]) -> None:
-            ranks.share(("trial", run_id, params))
-
-        drive = _drive_local if options.backend == "local" else _drive_wandb
-        best = drive(trainer, options, session, trial)
-        outcome = ("best", best)
+        outcome = ("best", _drive(trainer, options, session, ranks))
     except BaseException as exc:
         outcome = ("error", exc)
         raise
@@ -247,6 +230,57 @@ def _lead(
         shared = outcome if _picklable(outcome) else ("error", f"{outcome[1]!r}")
         ranks.share(shared)
     return outcome
+
+
+def _drive(trainer: Any, options: SearchOptions, session: TrainerSession, ranks: _Ranks) -> Any:
+    """Rank 0: join or create the sweep, run trials until none is left, return the best."""
+    from wbsweep.backends import open_backend
+    from wbsweep.best import best_run
+
+    project = options.sweep.project
+    backend = open_backend(
+        options.backend, store=options.store, entity=options.entity, project=project
+    )
+    if options.sweep_id:
+        sweep_id = backend.resolve(options.sweep_id)
+    else:
+        sweep_id = backend.create(sweep_config(getattr(trainer, "hp_space", None), options))
+    sweep = backend.sweep(sweep_id)  # a clear error when there is no such sweep
+    _announce_sweep(sweep.id, backend.location)
+    metric, goal = sweep.metric_name, sweep.goal
+
+    def one_trial(claimed: ClaimedRun) -> None:
+        def start_every_rank() -> None:
+            # Once the W&B run is open: from here on, rank 0 trains too.
+            ranks.share(("trial", claimed.run_id, claimed.params, metric, goal))
+
+        try:
+            run_trial(
+                session,
+                claimed.params,
+                run_id=claimed.run_id,
+                metric=metric,
+                goal=goal,
+                reporter=claimed.reporter,
+                wandb=RunSettings(
+                    project=project,
+                    entity=options.entity,
+                    group=claimed.wandb_group,
+                    mode=claimed.wandb_mode,
+                ),
+                is_main=True,
+                ready=start_every_rank,
+            )
+        except Exception as exc:
+            logger.error(
+                "wbsweep: trial %s failed: %s: %s", claimed.run_id, type(exc).__name__, exc
+            )
+            raise  # the run is recorded failed, and the search goes on
+
+    worker = f"{socket.gethostname()}:{os.getpid()}:hf"
+    limits = DriveOptions(worker, options.count, MAX_CONSECUTIVE_FAILURES, logger.info)
+    backend.drive(sweep.id, one_trial, limits)
+    return _with_sweep_id(best_run(backend, sweep.id), sweep.id)
 
 
 def _picklable(value: Any) -> bool:
@@ -260,15 +294,17 @@ def _picklable(value: Any) -> bool:
     return True
 
 
-def _follow(session: TrialSession, ranks: _Ranks) -> None:
+def _follow(session: TrainerSession, ranks: _Ranks) -> None:
     """Ranks 1..N-1: train whatever rank 0 announces, until it says done."""
     while True:
         message = ranks.share(None)
         if message[0] != "trial":
             return
-        _, run_id, params = message
+        _, run_id, params, metric, goal = message
         try:
-            session.run(run_id, params)
+            run_trial(
+                session, params, run_id=run_id, metric=metric, goal=goal, wandb=None, is_main=False
+            )
         except Exception as exc:  # noqa: BLE001 - rank 0 records the failure
             logger.debug("rank %d: trial %s failed: %s", ranks.rank, run_id, exc)
 
@@ -283,144 +319,6 @@ def _announce_sweep(ref: str, where: str) -> None:
     )
 
 
-def _log_failure(run_id: str, exc: BaseException, *, traceback: bool = True) -> None:
-    info = exc if traceback else None
-    logger.error("wbsweep: trial %s failed: %s: %s", run_id, type(exc).__name__, exc, exc_info=info)
-
-
-# --------------------------------------------------------------------- local backend
-
-
-def _drive_local(
-    trainer: Any,
-    options: SearchOptions,
-    session: TrialSession,
-    announce: Callable[[str, dict[str, Any]], None],
-) -> Any:
-    from wbsweep.backends.local import LocalBackend
-    from wbsweep.best import best_run
-
-    backend = LocalBackend(options.store) if options.store else LocalBackend()
-    if options.sweep_id:
-        sweep_id = options.sweep_id
-        backend.sweep(sweep_id)  # a clear error when there is no such sweep
-    else:
-        sweep_id = backend.create(sweep_config(getattr(trainer, "hp_space", None), options))
-    sweep = backend.sweep(sweep_id)
-    _announce_sweep(sweep_id, f"local store {backend.path}")
-    worker = f"{socket.gethostname()}:{os.getpid()}:hf"
-    done = failures = 0
-    while options.count is None or done < options.count:
-        if failures >= MAX_CONSECUTIVE_FAILURES:
-            logger.error("wbsweep: %d trials failed in a row; this process stops", failures)
-            break
-        run = backend.claim_next(sweep_id, worker)
-        if run is None:
-            break
-        done += 1
-        try:
-            # Before the announcement: once the other ranks train, rank 0 must too.
-            wandb_run = _offline_run(options, sweep, run.id, run.params)
-        except Exception as exc:  # noqa: BLE001 - the run failed before it began
-            _log_failure(run.id, exc)
-            backend.finish_run(run.id, exit_code=1)
-            failures += 1
-            continue
-        announce(run.id, run.params)
-        exit_code: int | None = None
-        try:
-            objective, metrics = session.run(
-                run.id, run.params, on_first_step=functools.partial(backend.record_started, run.id)
-            )
-            backend.record_result(run.id, objective, metrics)
-            _log_objective(wandb_run, sweep.metric_name, objective)
-            exit_code, failures = 0, 0
-        except Exception as exc:  # noqa: BLE001 - one trial's failure is the run's, not the sweep's
-            _log_failure(run.id, exc)
-            exit_code, failures = 1, failures + 1
-        finally:
-            if wandb_run is not None:
-                wandb_run.finish(exit_code=1 if exit_code is None else exit_code)
-            backend.finish_run(run.id, exit_code=exit_code, stopped=exit_code is None)
-    backend.maybe_finish_sweep(sweep_id)
-    return _with_sweep_id(best_run(backend, sweep_id), sweep_id)
-
-
-def _offline_run(options: SearchOptions, sweep: Any, run_id: str, params: dict[str, Any]) -> Any:
-    """Rank 0's W&B run for a local trial: offline by default, for `wandb sync` later."""
-    import wandb
-
-    mode: Any = os.environ.get("WANDB_MODE") or "offline"
-    if mode == "disabled":
-        return None
-    project = options.project or os.environ.get("WANDB_PROJECT") or "wbsweep"
-    run = wandb.init(
-        project=project,
-        entity=options.entity,
-        id=run_id,
-        group=f"sweep-{sweep.id}",
-        config=dict(params),
-        mode=mode,
-        reinit="finish_previous",
-    )
-    run.define_metric(sweep.metric_name, summary="min" if sweep.goal == "minimize" else "max")
-    return run
-
-
-def _log_objective(run: Any, metric: str, objective: float) -> None:
-    if run is None:
-        return
-    run.log({metric: objective})
-    run.summary[metric] = objective
-
-
 def _with_sweep_id(best: Any, sweep_id: str) -> Any:
     """Tell the caller which sweep (to join it, or for ``wbsweep best``)."""
     return best._replace(run_summary={**best.run_summary, "sweep_id": sweep_id})
-
-
-# --------------------------------------------------------------------- W&B backend
-
-
-def _drive_wandb(
-    trainer: Any,
-    options: SearchOptions,
-    session: TrialSession,
-    announce: Callable[[str, dict[str, Any]], None],
-) -> Any:
-    import wandb
-
-    from wbsweep.backends.wandb import SweepPath, WandbBackend
-    from wbsweep.best import best_run
-
-    backend = WandbBackend(entity=options.entity, project=options.project)
-    if options.sweep_id and "/" in options.sweep_id:
-        path = SweepPath.parse(options.sweep_id)
-    elif options.sweep_id:
-        project = backend.project or "wbsweep"
-        path = SweepPath(str(backend.entity), project, options.sweep_id)
-    else:
-        config = sweep_config(getattr(trainer, "hp_space", None), options)
-        path = SweepPath.parse(backend.create(config))
-    sweep = backend.sweep(str(path))
-    names = set(sweep.config.get("parameters", {}))
-    metric, goal = sweep.metric_name, sweep.goal
-    _announce_sweep(str(path), f"W&B at {backend.url}")
-
-    def one_trial() -> None:
-        # Runs in pyagent's thread; the agent finishes the run when this returns.
-        run = wandb.init()
-        params = {k: v for k, v in run.config.as_dict().items() if k in names}
-        run.define_metric(metric, summary="min" if goal == "minimize" else "max")
-        announce(run.id, params)
-        try:
-            objective, _ = session.run(run.id, params)
-        except Exception as exc:
-            _log_failure(run.id, exc, traceback=False)  # the agent prints it
-            raise  # the agent marks the run failed and goes on
-        _log_objective(run, metric, objective)
-
-    wandb.agent(
-        path.id, function=one_trial, entity=path.entity, project=path.project, count=options.count
-    )
-    return _with_sweep_id(best_run(backend, str(path)), str(path))

@@ -7,7 +7,7 @@ through ``trainer.train(trial=params)``:
 
 * Transformers' ``_hp_search_setup`` casts with ``type(old)(value)`` (so the
   string ``"false"`` becomes ``True``) and logs one warning per model param per
-  trial; :func:`wbsweep.trial.apply_params` converts by the field's declared
+  trial; :func:`wbsweep.params.apply_params` converts by the field's declared
   type and lets ``TrainingArguments`` validate the combination.
 * A non-``None`` ``trial`` makes ``WandbCallback`` finish the current W&B run
   at train begin, and makes checkpoint paths read ``wandb.run.id``, which is
@@ -24,12 +24,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from wbsweep.trial import apply_params, first_step_callback, objective_of, plain_floats
+from wbsweep.training import ModelInit
 
-__all__ = ["RecordingParams", "TrialSession", "unused_params"]
+__all__ = ["RecordingParams", "TrainerSession", "unused_params"]
 
 logger = logging.getLogger("wbsweep.hf")
 
@@ -106,42 +106,40 @@ def unused_params(params: Mapping[str, Any], args: Any, read: set[str]) -> list[
     return sorted(k for k in params if k not in fields and k not in read)
 
 
-def _bind_model_init(model_init: Callable[..., Any], params: RecordingParams) -> Callable[[], Any]:
-    from transformers.trainer_utils import number_of_arguments
+class TrainerSession:
+    """Runs trials on the user's ``trainer`` and puts it back as it was afterwards.
 
-    takes_trial = number_of_arguments(model_init) == 1
-
-    def model_init_for_trial() -> Any:
-        # A fresh model on every call: Trainer asks once per train().
-        return model_init(params) if takes_trial else model_init()
-
-    return model_init_for_trial
-
-
-class TrialSession:
-    """Runs trials on ``trainer`` and puts it back as it was afterwards.
-
-    Use as a context manager around the whole search; :meth:`run` once per
-    trial, on every rank, with the same params.
+    The plugin's :class:`~wbsweep.lifecycle.TrialSetup`: use it as a context
+    manager around the whole search, and pass it to
+    :func:`wbsweep.lifecycle.run_trial` once per trial, on every rank, with
+    the same params.
     """
 
+    #: No sweep file, so no ``SWEEP["project"]``.
+    project: str | None = None
+
     def __init__(self, trainer: Any, *, is_main: bool) -> None:
-        self.trainer = trainer
+        self._trainer = trainer
         self.is_main = is_main
+        self.compute_objective = trainer.compute_objective
         self._base_args = trainer.args
         self._model_init = trainer.model_init
         self._reported = False
         self._added_callbacks: list[Any] = []
+        self._trial_callbacks: list[Any] = []
+        self._bound: ModelInit | None = None
+        self._recorded: RecordingParams | None = None
+        self._params: dict[str, Any] = {}
 
     # -- the search's lifetime -------------------------------------------------------
 
-    def __enter__(self) -> TrialSession:
+    def __enter__(self) -> TrainerSession:
         if self.is_main:
             self._ensure_wandb_callback()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        trainer = self.trainer
+        trainer = self._trainer
         for callback in self._added_callbacks:
             trainer.remove_callback(callback)
         trainer.model_init = self._model_init
@@ -151,67 +149,58 @@ class TrialSession:
         """Train curves in each trial's W&B run, as Transformers' own W&B backend gives."""
         from transformers.integrations import WandbCallback
 
-        handler = self.trainer.callback_handler
+        handler = self._trainer.callback_handler
         if not any(isinstance(cb, WandbCallback) for cb in handler.callbacks):
             callback = WandbCallback()
-            self.trainer.add_callback(callback)
+            self._trainer.add_callback(callback)
             self._added_callbacks.append(callback)
 
     def _use_args(self, args: Any) -> None:
-        trainer = self.trainer
+        trainer = self._trainer
         trainer.args = args
         # What _hp_search_setup does after changing the arguments.
         trainer._train_batch_size = args.train_batch_size
         trainer.create_accelerator_and_postprocess()
 
-    # -- one trial ---------------------------------------------------------------------
+    # -- one trial (the TrialSetup protocol) ---------------------------------------------
 
-    def run(
-        self,
-        run_id: str,
-        params: Mapping[str, Any],
-        *,
-        on_first_step: Callable[[], None] | None = None,
-    ) -> tuple[float, dict[str, float]]:
-        """Train a fresh model with ``params``, evaluate, return (objective, metrics).
+    def base_args(self) -> Any:
+        return self._base_args
 
-        Raises:
-            TrialError: The params do not fit ``TrainingArguments`` or the
-                objective is not a finite number.
-            Exception: Whatever ``model_init``, the Trainer or
-                ``compute_objective`` raised.
-        """
+    def trainer(self, args: Any, params: Mapping[str, Any], callbacks: Sequence[Any]) -> Any:
+        """The user's trainer with this trial's arguments, model params and callbacks."""
         from transformers.integrations import WandbCallback
 
-        trainer = self.trainer
-        self._use_args(apply_params(self._base_args, params, run_dir=f"run-{run_id}"))
-        recorded = RecordingParams(params)
-        trainer.model_init = _bind_model_init(self._model_init, recorded)
+        trainer = self._trainer
+        self._use_args(args)
+        self._params = dict(params)
+        self._recorded = RecordingParams(params)
+        self._bound = ModelInit(self._model_init, self._recorded)
+        trainer.model_init = self._bound
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, WandbCallback):
                 # Set up again against this trial's run (config, step metric).
                 callback._initialized = False
-        first_step = first_step_callback(on_first_step) if on_first_step and self.is_main else None
-        if first_step is not None:
-            trainer.add_callback(first_step)
-        try:
-            trainer.objective = None
-            trainer.train()
-            self._report_unused(params, recorded)
-            metrics = plain_floats(trainer.evaluate())
-            objective = objective_of(trainer.compute_objective, metrics)
-            trainer.objective = objective
-        finally:
-            if first_step is not None:
-                trainer.remove_callback(first_step)
-        return objective, metrics
+        self._trial_callbacks = list(callbacks)
+        for callback in self._trial_callbacks:
+            trainer.add_callback(callback)
+        trainer.objective = None
+        return trainer
 
-    def _report_unused(self, params: Mapping[str, Any], recorded: RecordingParams) -> None:
+    def done(self, trainer: Any, objective: float | None) -> None:
+        for callback in self._trial_callbacks:
+            trainer.remove_callback(callback)
+        self._trial_callbacks = []
+        trainer.objective = objective
+        if self._bound is not None and self._bound.calls and self._recorded is not None:
+            self._report_unused(self._params, self._recorded.read)
+
+    def _report_unused(self, params: Mapping[str, Any], read: set[str]) -> None:
         """Once per search, after the first trial's ``model_init`` ran: typos, dead params."""
         if self._reported:
             return
         self._reported = True
-        unused = unused_params(params, self._base_args, recorded.read)
+        unused = unused_params(params, self._base_args, read)
         if not unused or not self.is_main:
             return
         names = ", ".join(unused)

@@ -3,7 +3,8 @@
 No W&B server is reachable here, so every test runs against the W&B protocol
 test double in `tests/wandb_double/` (an HTTP server on 127.0.0.1 that answers
 what the real SDK sends and decides runs with the real `sweeps` engine). Nothing
-in wbsweep or the SDK is mocked.
+in wbsweep or the SDK is mocked. Slow: every test runs the ``wbsweep`` console
+script, most start ``wandb agent`` processes and 2-rank trials.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TEST_SWEEPS, WBSWEEP, processes_mentioning, wbsweep
-from test_sweep_e2e import rank_records, wait_for
+from helpers import TEST_SWEEPS, WBSWEEP, processes_mentioning, rank_records, wait_for, wbsweep
 from wandb_double import WandbDouble
+
+pytestmark = pytest.mark.slow
 
 SECRET_SCAN_SKIP = {".db", ".wandb"}
 

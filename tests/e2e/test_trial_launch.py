@@ -1,4 +1,8 @@
-"""The trial entrypoint: params typed into TrainingArguments, one run, clean failures."""
+"""The trial entrypoint for real: 2-rank launches, one run, clean failures, signals.
+
+Slow: every test trains (under ``accelerate launch``, or in this process).
+The trial's pure parts are in ``tests/unit/test_trial.py``.
+"""
 
 from __future__ import annotations
 
@@ -14,161 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from transformers import TrainingArguments
-from transformers.trainer_utils import IntervalStrategy, SchedulerType
-from transformers.training_args import OptimizerNames
+from helpers import REPO
 
-from wbsweep import trial
 from wbsweep.agent import free_port
-from wbsweep.errors import TrialError
+from wbsweep.errors import EXIT_TERMINATED
+from wbsweep.lifecycle import run_trial
 from wbsweep.sweepfile import load_sweep_file
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
 TINY = REPO / "sweeps" / "tiny.py"
 RECORD_RANKS = REPO / "tests" / "sweeps" / "record_ranks.py"
 BIN = Path(sys.executable).parent
 PARAMS = {"learning_rate": 0.003, "per_device_train_batch_size": 32.0, "hidden_dropout_prob": 0.05}
-
-
-@pytest.fixture
-def base() -> TrainingArguments:
-    return TrainingArguments(output_dir="out", report_to="none")
-
-
-# -- params into TrainingArguments ----------------------------------------------------
-
-
-def test_params_are_typed_as_their_fields(base: TrainingArguments) -> None:
-    args = trial.apply_params(
-        base,
-        {
-            "per_device_train_batch_size": 16.0,  # W&B sends numbers as floats
-            "learning_rate": 1,
-            "seed": "7",
-            "fp16": "false",
-            "eval_steps": 50,  # float | None
-            "hub_model_id": 12,  # str | None
-            "lr_scheduler_type": "cosine",
-            "optim": "adamw_torch",
-            "eval_strategy": "steps",
-        },
-    )
-    assert args.per_device_train_batch_size == 16
-    assert type(args.per_device_train_batch_size) is int
-    assert args.learning_rate == 1.0 and type(args.learning_rate) is float
-    assert args.seed == 7 and args.fp16 is False
-    assert args.eval_steps == 50.0 and args.hub_model_id == "12"
-    assert args.lr_scheduler_type is SchedulerType.COSINE
-    assert args.optim is OptimizerNames.ADAMW_TORCH
-    assert args.eval_strategy is IntervalStrategy.STEPS
-
-
-def test_model_params_leave_args_alone_and_base_is_unchanged(base: TrainingArguments) -> None:
-    args = trial.apply_params(base, {"hidden_dropout_prob": 0.3, "learning_rate": 0.01})
-    assert not hasattr(args, "hidden_dropout_prob")
-    assert args.learning_rate == 0.01 and base.learning_rate == 5e-5
-
-
-def test_output_dir_gets_the_run_dir(base: TrainingArguments) -> None:
-    args = trial.apply_params(base, {}, run_dir="run-abc")
-    assert args.output_dir == os.path.join("out", "run-abc")
-
-
-def test_none_is_allowed_only_for_optional_fields(base: TrainingArguments) -> None:
-    assert trial.apply_params(base, {"eval_steps": None}).eval_steps is None
-    with pytest.raises(TrialError, match="learning_rate"):
-        trial.apply_params(base, {"learning_rate": None})
-
-
-@pytest.mark.parametrize(
-    ("params", "named"),
-    [
-        ({"per_device_train_batch_size": 16.5}, "per_device_train_batch_size=16.5"),
-        ({"per_device_train_batch_size": True}, "per_device_train_batch_size=True"),
-        ({"learning_rate": "fast"}, "learning_rate='fast'"),
-        ({"fp16": "maybe"}, "fp16='maybe'"),
-        ({"lr_scheduler_type": "cosine_typo"}, "cosine_typo"),
-    ],
-)
-def test_values_that_do_not_fit_name_the_param(
-    base: TrainingArguments, params: dict[str, Any], named: str
-) -> None:
-    with pytest.raises(TrialError, match="param ") as info:
-        trial.apply_params(base, params)
-    assert named in str(info.value) and "\n" not in str(info.value)
-
-
-def test_enum_error_lists_the_choices(base: TrainingArguments) -> None:
-    with pytest.raises(TrialError, match="linear"):
-        trial.apply_params(base, {"lr_scheduler_type": "cosine_typo"})
-
-
-def test_combinations_trainingarguments_rejects_become_trial_errors(
-    base: TrainingArguments,
-) -> None:
-    # TrainingArguments' own validation still runs on the trial's copy.
-    with pytest.raises(TrialError, match="rejected"):
-        trial.apply_params(base, {"eval_strategy": "steps", "eval_steps": 0, "logging_steps": 0})
-
-
-# -- pieces of run_trial --------------------------------------------------------------
-
-
-def test_model_init_gets_the_params_once_per_trial() -> None:
-    calls: list[dict[str, Any]] = []
-
-    def model_init(params: dict[str, Any]) -> object:
-        calls.append(params)
-        return object()
-
-    bound = trial._ModelInit(model_init, {"hidden_dropout_prob": 0.2})
-    first, second = bound(), bound()  # Trainer.__init__, then Trainer.train
-    assert first is second and calls == [{"hidden_dropout_prob": 0.2}]
-    assert bound() is not first  # a later train() would get a fresh model
-
-
-@pytest.mark.parametrize("value", [math.nan, math.inf, "n/a"])
-def test_objective_must_be_a_finite_number(value: Any) -> None:
-    sweep = load_sweep_file(TINY)
-    sweep = type(sweep)(**{**sweep.__dict__, "compute_objective": lambda metrics: value})
-    with pytest.raises(TrialError, match="compute_objective"):
-        trial._objective(sweep, {"eval_loss": 0.5})
-
-
-def test_default_objective_is_eval_loss() -> None:
-    sweep = load_sweep_file(TINY)
-    assert trial._objective(sweep, {"eval_loss": 0.25, "epoch": 1.0}) == 0.25
-
-
-def test_reporter_only_on_rank_zero_with_a_store(tmp_path: Path) -> None:
-    store = str(tmp_path / "store.db")
-    assert trial.reporter_from_env({}) is None
-    assert trial.reporter_from_env({"WBSWEEP_STORE": store, "RANK": "1"}) is None
-    assert isinstance(trial.reporter_from_env({"WBSWEEP_STORE": store}), trial.LocalStoreReporter)
-
-
-def test_params_file_errors(tmp_path: Path) -> None:
-    (tmp_path / "list.json").write_text("[1, 2]")
-    (tmp_path / "bad.json").write_text("{")
-    for name, match in [
-        ("missing.json", "cannot read"),
-        ("list.json", "JSON object"),
-        ("bad.json", "not JSON"),
-    ]:
-        with pytest.raises(TrialError, match=match):
-            trial.read_params(tmp_path / name)
-
-
-def test_run_id_falls_back_to_one_every_rank_derives_alike(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "params.json"
-    path.write_text("{}")
-    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
-    derived = trial._params_run_id(str(path))
-    assert derived == trial._params_run_id(str(path)) and len(derived) == 8
-    monkeypatch.setenv("WANDB_RUN_ID", "given1")
-    assert trial._params_run_id(str(path)) == "given1"
 
 
 # -- real trials ------------------------------------------------------------------------
@@ -309,15 +171,18 @@ def test_run_trial_runs_again_in_the_same_process(
     sweep = load_sweep_file(TINY)
     reports: list[tuple[str, Any]] = []
 
-    class Recorder:
-        def started(self, run_id: str) -> None:
+    class Recorder:  # a Reporter (wbsweep.backends.base)
+        def record_started(self, run_id: str) -> None:
             reports.append(("started", run_id))
 
-        def finished(self, run_id: str, objective: float, metrics: dict[str, float]) -> None:
+        def record_history(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
+            pass  # tiny.py evaluates only at the end
+
+        def record_result(self, run_id: str, objective: float, metrics: dict[str, float]) -> None:
             reports.append(("finished", (run_id, objective, metrics["eval_loss"])))
 
     results = [
-        trial.run_trial(
+        run_trial(
             sweep, {**PARAMS, "learning_rate": lr}, run_id=run_id, metric="loss",
             goal="minimize", reporter=Recorder(),
         )
@@ -385,7 +250,7 @@ def test_sigterm_ends_the_trial_promptly_with_143(tmp_path: Path) -> None:
         _, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == trial.EXIT_TERMINATED
+    assert proc.returncode == EXIT_TERMINATED
     assert time.monotonic() - sent < 30
     assert "wbsweep.trial: error: terminated by SIGTERM" in stderr
     assert "Traceback" not in stderr

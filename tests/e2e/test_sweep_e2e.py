@@ -10,20 +10,21 @@ import math
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from helpers import TEST_SWEEPS, WBSWEEP, create, processes_mentioning, status, wbsweep
+from helpers import (
+    TEST_SWEEPS,
+    WBSWEEP,
+    create,
+    processes_mentioning,
+    rank_records,
+    status,
+    wait_for,
+    wbsweep,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def rank_records(directory: Path) -> list[dict]:
-    lines = []
-    for path in directory.glob("rank*.jsonl"):
-        lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return lines
 
 
 def test_two_rank_trials_train_alike_and_best_picks_the_best(tmp_path: Path) -> None:
@@ -77,15 +78,6 @@ def test_two_rank_trials_train_alike_and_best_picks_the_best(tmp_path: Path) -> 
     # Each trial's rank 0 left an offline W&B run, ready for `wandb sync`.
     offline = list(Path(os.environ["WANDB_DIR"], "wandb").glob("offline-run-*"))
     assert len(offline) == 3
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])

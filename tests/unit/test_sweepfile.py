@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import REPO
 
 from wbsweep.errors import SweepFileError
 from wbsweep.sweepfile import SweepFile, load_sweep_file
 
-REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = [
     REPO / "sweeps" / "tiny.py",
     REPO / "sweeps" / "minilm_rotten_tomatoes.py",

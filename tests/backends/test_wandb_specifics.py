@@ -1,0 +1,119 @@
+"""What only the W&B backend promises: one project rule, its workers, the preflight."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from wandb_double import WandbDouble, reset_wandb
+
+from wbsweep.backends import backend_for_sweep, open_backend
+from wbsweep.backends.base import DriveOptions
+from wbsweep.backends.wandb import WandbBackend, wandb_executable
+from wbsweep.errors import (
+    EXIT_LOGIN,
+    EXIT_UNREACHABLE,
+    WandbLoginError,
+    WandbUnreachableError,
+)
+
+CONFIG: dict[str, Any] = {
+    "method": "grid",
+    "metric": {"name": "objective", "goal": "minimize"},
+    "parameters": {"a": {"values": [1, 2]}},
+}
+
+
+@pytest.fixture
+def double(wandb_double: WandbDouble, monkeypatch: pytest.MonkeyPatch) -> WandbDouble:
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    return wandb_double
+
+
+def test_a_node_joins_with_a_real_wandb_agent(double: WandbDouble) -> None:
+    backend = WandbBackend()
+    sweep_id = backend.create(CONFIG)
+    assert sweep_id.startswith(f"{double.entity}/wbsweep/")
+    assert backend.location == f"W&B at {double.base_url}"
+    assert backend.worker_argv(sweep_id, "host-w0") == [wandb_executable(), "agent", sweep_id]
+    assert backend.worker_stagger == 2.5
+    assert backend.queue is None
+    bare = sweep_id.rsplit("/", 1)[-1]
+    assert backend.resolve(bare) == sweep_id
+    assert backend.worker_argv(bare, "host-w0")[-1] == sweep_id
+    assert backend.sweep(bare).id == sweep_id
+    assert backend.sweep_url(sweep_id) == f"{double.base_url}/{sweep_id.replace(bare, '')}" + (
+        f"sweeps/{bare}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("explicit", "env", "in_config", "expected"),
+    [
+        ("explicit", "from-env", "from-file", "explicit"),
+        (None, "from-env", "from-file", "from-env"),
+        (None, None, "from-file", "from-file"),
+        (None, None, None, "wbsweep"),
+    ],
+)
+def test_one_project_rule_for_create_and_bare_ids(
+    double: WandbDouble,
+    monkeypatch: pytest.MonkeyPatch,
+    explicit: str | None,
+    env: str | None,
+    in_config: str | None,
+    expected: str,
+) -> None:
+    if env is not None:
+        monkeypatch.setenv("WANDB_PROJECT", env)
+    backend = WandbBackend(project=explicit)
+    config = CONFIG if in_config is None else {**CONFIG, "project": in_config}
+    entity, project, bare = backend.create(config).split("/")
+    assert (entity, project) == (double.entity, expected)
+    assert double.sweep(bare)["project"] == expected
+    # A bare id has no sweep file to ask: explicit, then WANDB_PROJECT, then wbsweep.
+    assert backend.resolve("abc").split("/")[1] == (explicit or env or "wbsweep")
+
+
+def test_a_sweep_path_opens_the_backend_of_its_entity_and_project(double: WandbDouble) -> None:
+    backend, sweep_id = backend_for_sweep("team/proj/abc")
+    assert isinstance(backend, WandbBackend)
+    assert (backend.entity, backend.project, sweep_id) == ("team", "proj", "team/proj/abc")
+    assert backend.resolve("xyz") == "team/proj/xyz"
+    assert isinstance(open_backend("wandb"), WandbBackend)
+
+
+def test_drive_hands_the_trial_a_run_w_and_b_records(double: WandbDouble) -> None:
+    backend = WandbBackend()
+    sweep_id = backend.create(CONFIG)
+    seen = []
+    lines: list[str] = []
+    backend.drive(sweep_id, seen.append, DriveOptions("node-w0", count=1, log=lines.append))
+    (claimed,) = seen
+    assert (claimed.reporter, claimed.wandb_mode, claimed.wandb_group) == (None, None, None)
+    assert double.run(claimed.run_id)["sweep"] == sweep_id.rsplit("/", 1)[-1]
+    assert claimed.params == {"a": 1}
+    assert lines and claimed.run_id in lines[0] and "node-w0" in lines[0]
+
+
+def test_a_rejected_key_and_an_unreachable_server_are_one_line_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with WandbDouble(require_key="k" * 40) as double:
+        for key, value in double.env().items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("WANDB_API_KEY", "b" * 40)
+        reset_wandb()
+        with pytest.raises(WandbLoginError, match="rejected the API key") as raised:
+            WandbBackend()
+        assert raised.value.exit_code == EXIT_LOGIN
+        assert "b" * 40 not in str(raised.value)
+        monkeypatch.delenv("WANDB_API_KEY")
+        monkeypatch.setenv("NETRC", "/nonexistent/netrc")
+        with pytest.raises(WandbLoginError, match="not logged in"):
+            WandbBackend()
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    with pytest.raises(WandbUnreachableError, match="cannot reach W&B") as unreachable:
+        WandbBackend()
+    assert unreachable.value.exit_code == EXIT_UNREACHABLE

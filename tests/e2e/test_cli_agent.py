@@ -1,0 +1,61 @@
+"""`wbsweep agent` with real trials, as a user runs it: the console script, many workers.
+
+Slow: each test runs the ``wbsweep`` console script and a dozen trial processes.
+The rest of the command line is tested in this process in ``tests/unit/test_cli.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import TEST_SWEEPS, create, status, wbsweep
+
+pytestmark = pytest.mark.slow
+
+
+def test_eight_workers_share_a_twelve_point_grid(tmp_path: Path) -> None:
+    record = tmp_path / "records"
+    record.mkdir()
+    sweep_id = create(TEST_SWEEPS / "grid12.py")
+    result = wbsweep(
+        "agent", sweep_id, "--workers", "8", WBSWEEP_TEST_RECORD_DIR=str(record), timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = status(sweep_id)["runs"]
+    assert len(runs) == 12
+    assert {r["state"] for r in runs} == {"finished"}
+    points = {
+        (r["params"]["learning_rate"], r["params"]["per_device_train_batch_size"]) for r in runs
+    }
+    assert len(points) == 12
+    assert len({r["worker"] for r in runs}) > 1
+    # Every run's command really ran, with that run's params.
+    for run in runs:
+        seen = json.loads((record / f"{run['id']}.json").read_text())
+        assert seen["params"] == run["params"]
+    assert status(sweep_id)["state"] == "FINISHED"
+
+
+def test_failing_trials_do_not_stop_the_sweep(tmp_path: Path) -> None:
+    record = tmp_path / "records"
+    record.mkdir()
+    sweep_id = create(TEST_SWEEPS / "grid12.py")
+    result = wbsweep(
+        "agent",
+        sweep_id,
+        "--workers",
+        "2",
+        WBSWEEP_TEST_RECORD_DIR=str(record),
+        WBSWEEP_TEST_FAIL_BATCH="16",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = status(sweep_id)["runs"]
+    assert len(runs) == 12
+    failed = [r for r in runs if r["state"] == "failed"]
+    assert {r["params"]["per_device_train_batch_size"] for r in failed} == {16}
+    assert len(failed) == 3 and {r["exit_code"] for r in failed} == {3}
+    assert sum(r["state"] == "finished" for r in runs) == 9
+    assert "failed" in result.stdout

@@ -1,0 +1,139 @@
+"""The one run loop: claims, records how each trial ended, pauses, stops, gives up.
+
+The trials here are plain functions (the loop injects its runner), the queue is
+a real local store on a temp file: what a worker or the plugin sees.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wbsweep.backends.base import ClaimedRun, DriveOptions, RunRecord, RunState, SweepState
+from wbsweep.backends.local import LocalBackend
+from wbsweep.errors import EXIT_FAILED
+from wbsweep.runloop import RunLoop, in_process
+
+
+def grid_sweep(store: LocalBackend, values: list[int]) -> str:
+    return store.create(
+        {
+            "method": "grid",
+            "metric": {"name": "objective", "goal": "minimize"},
+            "parameters": {"x": {"values": values}},
+        }
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalBackend:
+    return LocalBackend(tmp_path / "store.db")
+
+
+def test_every_run_ends_recorded_and_the_sweep_finishes(store: LocalBackend) -> None:
+    sweep_id = grid_sweep(store, [1, 2, 3])
+    codes = {1: 0, 2: 3, 3: None}  # finished, failed, killed by a signal
+
+    def runner(run: RunRecord) -> int | None:
+        return codes[run.params["x"]]
+
+    outcomes = RunLoop(store, sweep_id, runner, DriveOptions("w")).run()
+    assert [o.state for o in outcomes] == [RunState.FINISHED, RunState.FAILED, RunState.CRASHED]
+    states = {r.params["x"]: r.state for r in store.runs(sweep_id)}
+    assert states == {1: RunState.FINISHED, 2: RunState.FAILED, 3: RunState.CRASHED}
+    assert store.sweep(sweep_id).state == SweepState.FINISHED
+
+
+def test_count_caps_this_loop_only(store: LocalBackend) -> None:
+    sweep_id = grid_sweep(store, [1, 2, 3])
+    assert len(RunLoop(store, sweep_id, lambda run: 0, DriveOptions("w", count=2)).run()) == 2
+    assert store.sweep(sweep_id).state == SweepState.RUNNING  # one grid point is left
+    assert len(RunLoop(store, sweep_id, lambda run: 0, DriveOptions("w2")).run()) == 1
+
+
+def test_consecutive_failure_limit_stops_the_loop(store: LocalBackend) -> None:
+    sweep_id = grid_sweep(store, list(range(10)))
+    lines: list[str] = []
+    options = DriveOptions("w", max_consecutive_failures=3, log=lines.append)
+    outcomes = RunLoop(store, sweep_id, lambda run: 1, options).run()
+    assert len(outcomes) == 3 and all(o.state == RunState.FAILED for o in outcomes)
+    assert any("3 trials failed in a row" in line for line in lines)
+
+
+def test_a_success_resets_the_failure_count(store: LocalBackend) -> None:
+    sweep_id = grid_sweep(store, list(range(6)))
+
+    def runner(run: RunRecord) -> int:
+        return 0 if run.params["x"] % 2 else 1  # fail, succeed, fail, ...
+
+    outcomes = RunLoop(store, sweep_id, runner, DriveOptions("w", max_consecutive_failures=2)).run()
+    assert len(outcomes) == 6
+
+
+def test_stop_ends_after_the_current_trial_which_is_recorded_stopped(
+    store: LocalBackend,
+) -> None:
+    sweep_id = grid_sweep(store, [1, 2, 3])
+    loop: RunLoop
+
+    def runner(run: RunRecord) -> int:
+        loop.stop()  # what the worker's SIGTERM handler does
+        return 143
+
+    loop = RunLoop(store, sweep_id, runner, DriveOptions("w"))
+    outcomes = loop.run()
+    assert [o.state for o in outcomes] == [RunState.STOPPED]
+    assert [r.state for r in store.runs(sweep_id)] == [RunState.STOPPED]
+
+
+def test_an_interrupted_runner_still_leaves_no_run_running(store: LocalBackend) -> None:
+    sweep_id = grid_sweep(store, [1, 2])
+
+    def runner(run: RunRecord) -> int:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        RunLoop(store, sweep_id, runner, DriveOptions("w")).run()
+    (run,) = store.runs(sweep_id)
+    assert run.state == RunState.STOPPED and run.exit_code == EXIT_FAILED
+
+
+def test_paused_sweep_waits_then_goes_on_when_resumed(store: LocalBackend) -> None:
+    sweep_id = grid_sweep(store, [1])
+    store.set_state(sweep_id, SweepState.PAUSED)
+    resume = threading.Timer(0.3, store.set_state, (sweep_id, SweepState.RUNNING))
+    resume.start()
+    started = time.monotonic()
+    outcomes = RunLoop(store, sweep_id, lambda run: 0, DriveOptions("w"), paused_poll=0.05).run()
+    assert time.monotonic() - started >= 0.3
+    assert [o.state for o in outcomes] == [RunState.FINISHED]
+
+
+def test_in_process_trials_get_the_queue_and_offline_runs(store: LocalBackend) -> None:
+    sweep_id = grid_sweep(store, [1, 2])
+    seen: list[ClaimedRun] = []
+
+    def trial(claimed: ClaimedRun) -> None:
+        seen.append(claimed)
+        if claimed.params["x"] == 2:
+            raise ValueError("no 2 today")
+
+    outcomes = RunLoop(store, sweep_id, in_process(store, trial), DriveOptions("w")).run()
+    assert [o.state for o in outcomes] == [RunState.FINISHED, RunState.FAILED]
+    first: Any = seen[0]
+    assert first.reporter is store and first.wandb_mode == "offline"
+    assert first.wandb_group == f"sweep-{sweep_id}" and first.sweep_id == sweep_id
+
+
+def test_backend_drive_is_the_same_loop(store: LocalBackend) -> None:
+    sweep_id = grid_sweep(store, [1, 2, 3])
+    ran: list[int] = []
+    store.drive(
+        sweep_id, lambda claimed: ran.append(claimed.params["x"]), DriveOptions("w", count=2)
+    )
+    assert sorted(ran) == [1, 2]
+    assert [r.worker for r in store.runs(sweep_id)] == ["w", "w"]

@@ -1,0 +1,161 @@
+"""The local store's SQLite plumbing: one file, its migrations and its transactions.
+
+Every access goes through :meth:`SqliteFile.transaction`, which owns the
+transaction and turns driver errors into :class:`~wbsweep.errors.StoreError`.
+
+* A *read* is a deferred ``BEGIN``: in WAL mode it reads a snapshot and never
+  waits for a writer, so ``wbsweep status`` and a worker's pause poll answer
+  while another process claims a run.
+* A *write* is ``BEGIN IMMEDIATE``: it takes the write lock before reading, so
+  read-decide-insert (claiming a run) is atomic across processes. Writes wait
+  up to :data:`BUSY_TIMEOUT` seconds for each other; they are all short.
+
+Migrations are an ordered list of small functions; each runs once, in a write
+transaction, and is recorded in the ``migrations`` table. Opening a store that
+is up to date takes no write lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from wbsweep.errors import StoreError
+
+__all__ = ["BUSY_TIMEOUT", "MIGRATIONS", "Migration", "SqliteFile"]
+
+#: Seconds a write waits for another process's write to end.
+BUSY_TIMEOUT = 60.0
+
+Migration = Callable[[sqlite3.Connection], None]
+_MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS migrations (id INTEGER PRIMARY KEY, at REAL)"
+
+
+def _migration_1(db: sqlite3.Connection) -> None:
+    """Sweeps and their runs."""
+    db.execute(
+        """CREATE TABLE sweeps (
+            id TEXT PRIMARY KEY,
+            config TEXT NOT NULL,
+            state TEXT NOT NULL,
+            sweep_file TEXT,
+            created_at REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            sweep_id TEXT NOT NULL REFERENCES sweeps(id),
+            seq INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            params TEXT NOT NULL,
+            objective REAL,
+            metrics TEXT NOT NULL DEFAULT '{}',
+            exit_code INTEGER,
+            worker TEXT,
+            created_at REAL NOT NULL,
+            claimed_at REAL,
+            started_at REAL,
+            finished_at REAL,
+            UNIQUE (sweep_id, seq)
+        )"""
+    )
+
+
+def _migration_2(db: sqlite3.Connection) -> None:
+    """Heartbeats, and each run's evaluation history (one row per step)."""
+    db.execute("ALTER TABLE runs ADD COLUMN heartbeat_at REAL")
+    db.execute(
+        """CREATE TABLE history (
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            step INTEGER NOT NULL,
+            metrics TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (run_id, step)
+        )"""
+    )
+
+
+#: Ordered; migration ``n`` is ``MIGRATIONS[n - 1]``. Append, never edit or reorder.
+MIGRATIONS: list[Migration] = [_migration_1, _migration_2]
+
+
+class SqliteFile:
+    """One SQLite file, migrated on first use; a new connection per transaction.
+
+    A connection per transaction keeps an instance safe to use after ``fork``
+    and never holds a snapshot or lock between two calls.
+    """
+
+    def __init__(self, path: Path, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+        self.path = path
+        self.migrations = list(migrations)
+        self._migrated = False
+
+    @contextlib.contextmanager
+    def transaction(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction: a snapshot read, or (``write``) a ``BEGIN IMMEDIATE`` write.
+
+        Commits when the block ends, rolls back when it raises. ``sqlite3``
+        errors become ``StoreError``; other exceptions pass through unchanged.
+        """
+        db = self._connect()
+        try:
+            if not self._migrated:
+                self._migrate(db)
+            with self._begun(db, "BEGIN IMMEDIATE" if write else "BEGIN"):
+                yield db
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+        finally:
+            db.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        db.row_factory = sqlite3.Row
+        return db
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _begun(db: sqlite3.Connection, begin: str) -> Iterator[None]:
+        db.execute(begin)
+        try:
+            yield
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        # The common case, a store already up to date, is a plain read: opening
+        # one must not wait behind a writer (``wbsweep status`` during a claim).
+        with self._begun(db, "BEGIN"):
+            pending = self._pending(db)
+            wal = db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+        if pending or not wal:
+            db.execute("PRAGMA journal_mode = WAL")
+            with self._begun(db, "BEGIN IMMEDIATE"):
+                db.execute(_MIGRATIONS_TABLE)
+                # Another process may have migrated since the read above.
+                for number in self._pending(db):
+                    self.migrations[number - 1](db)
+                    db.execute("INSERT INTO migrations VALUES (?, ?)", (number, time.time()))
+        self._migrated = True
+
+    def _pending(self, db: sqlite3.Connection) -> list[int]:
+        """Numbers of the migrations this file has not had yet, in order."""
+        numbers = range(1, len(self.migrations) + 1)
+        table = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'"
+        ).fetchone()
+        if table is None:
+            return list(numbers)
+        done = {row[0] for row in db.execute("SELECT id FROM migrations")}
+        return [n for n in numbers if n not in done]

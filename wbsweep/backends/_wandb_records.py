@@ -1,0 +1,102 @@
+"""W&B's sweeps and runs (``wandb.Api()`` objects) as wbsweep's records.
+
+Pure mapping, no I/O: what W&B calls a state, where a summary keeps the
+objective (a ``define_metric`` summary is ``{"min": v}``), which config keys
+are the sweep's own parameters.
+
+>>> summary_number({"min": 0.2, "last": 0.4}, "minimize"), sweep_state("pending")
+(0.2, <SweepState.RUNNING: 'RUNNING'>)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from wbsweep.backends.base import RunRecord, RunState, SweepRecord, SweepState
+
+__all__ = ["run_record", "summary_number", "sweep_state"]
+
+# W&B run states in wbsweep's words (W&B calls a stopped run "killed").
+_RUN_STATES = {
+    "pending": RunState.PENDING,
+    "preempting": RunState.RUNNING,
+    "running": RunState.RUNNING,
+    "finished": RunState.FINISHED,
+    "failed": RunState.FAILED,
+    "crashed": RunState.CRASHED,
+    "killed": RunState.STOPPED,
+    "preempted": RunState.STOPPED,
+}
+
+
+def sweep_state(value: Any) -> SweepState:
+    """A W&B sweep state (any case) as a :class:`SweepState`."""
+    text = str(value).upper()
+    if text == "PENDING":  # registered, no run handed out yet
+        return SweepState.RUNNING
+    try:
+        return SweepState(text)
+    except ValueError:
+        # A state wbsweep does not know (a failed launch scheduler): no run will start.
+        return SweepState.FINISHED
+
+
+def run_record(run: Any, sweep: SweepRecord) -> RunRecord:
+    """A ``wandb.Api()`` run of ``sweep``; ``params`` keeps only the sweep's parameters."""
+    names = set(sweep.config.get("parameters", {}))
+    config = {k: v for k, v in dict(run.config).items() if k in names}
+    summary = _summary(run)
+    state = _RUN_STATES.get(str(run.state).lower(), RunState.CRASHED)
+    created = _timestamp(getattr(run, "created_at", None))
+    heartbeat = _timestamp(getattr(run, "heartbeat_at", None))
+    return RunRecord(
+        id=str(run.id),
+        sweep_id=sweep.id,
+        state=state,
+        params=config,
+        objective=summary_number(summary.get(sweep.metric_name), sweep.goal),
+        metrics={
+            k: v
+            for k, v in summary.items()
+            if not k.startswith("_") and isinstance(v, int | float) and not isinstance(v, bool)
+        },
+        created_at=created,
+        # W&B creates a sweep run when an agent takes it.
+        claimed_at=created,
+        started_at=None,
+        # The last heartbeat of an ended run is when it ended.
+        finished_at=heartbeat if state.terminal else None,
+        heartbeat_at=heartbeat,
+    )
+
+
+def summary_number(value: Any, goal: str) -> float | None:
+    """A summary value as a float; ``define_metric`` summaries are ``{"min": v}`` dicts."""
+    if isinstance(value, dict):
+        value = value.get("min" if goal == "minimize" else "max", value.get("last"))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _summary(run: Any) -> dict[str, Any]:
+    raw = getattr(run, "summary_metrics", None)
+    if isinstance(raw, str):
+        raw = json.loads(raw or "{}")
+    if not raw:
+        raw = dict(getattr(run, "summary", {}) or {})
+    return dict(raw)
+
+
+def _timestamp(value: Any) -> float | None:
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.timestamp()

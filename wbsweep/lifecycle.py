@@ -1,0 +1,187 @@
+"""One trial, start to end, in the current process: the lifecycle every path runs.
+
+:func:`run_trial` takes a run's params to a result: params into
+``TrainingArguments``, the trial's W&B run (rank 0), a fresh model and
+``Trainer``, train, evaluate, the objective, and the reports to the sweep's
+record. It can be called again in the same process with the next run's
+params. Three callers differ only in who calls it:
+
+* the cold entry point, ``python -m wbsweep.trial`` under ``accelerate launch``
+  (:mod:`wbsweep.trial`), one trial per process;
+* the ``hyperparameter_search`` plugin (:mod:`wbsweep.hf`), many trials on the
+  user's own ``Trainer``;
+* a warm worker, many trials in one long-lived process group.
+
+Where the ``Trainer`` comes from is a :class:`TrialSetup`:
+:class:`wbsweep.training.SweepFileTrainer` builds one per trial from a sweep
+file; :class:`wbsweep.hf.session.TrainerSession` reuses the user's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from wbsweep.backends.base import Reporter
+from wbsweep.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, UsageError
+from wbsweep.params import apply_params
+from wbsweep.procs import Terminated
+from wbsweep.sweepfile import SweepFile
+from wbsweep.training import (
+    SweepFileTrainer,
+    evaluation_callback,
+    first_step_callback,
+    objective_of,
+    plain_floats,
+)
+from wbsweep.wandb_run import RunSettings, TrialRun
+
+__all__ = ["GOALS", "TrialResult", "TrialSetup", "rank", "run_trial"]
+
+GOALS = ("minimize", "maximize")
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one trial produced.
+
+    Attributes:
+        objective: The finite objective value (``compute_objective(metrics)``).
+        metrics: The final evaluation metrics, as plain floats.
+        run_id: The run id (the W&B run's id on rank 0).
+        output_dir: Where the Trainer wrote (``output_dir/run-<run id>``).
+    """
+
+    objective: float
+    metrics: dict[str, float]
+    run_id: str
+    output_dir: str
+
+
+class TrialSetup(Protocol):
+    """Where a trial's ``Trainer`` comes from, and what the lifecycle asks of it."""
+
+    #: ``compute_objective(metrics)``, or None for Transformers' default.
+    compute_objective: Callable[[dict[str, float]], Any] | None
+    #: The sweep file's ``SWEEP["project"]``, the W&B project's third choice.
+    project: str | None
+
+    def base_args(self) -> Any:
+        """The base ``TrainingArguments`` the trial's params override."""
+
+    def trainer(self, args: Any, params: Mapping[str, Any], callbacks: Sequence[Any]) -> Any:
+        """A ``Trainer`` with ``args``, a fresh model for ``params`` and ``callbacks`` added."""
+
+    def done(self, trainer: Any, objective: float | None) -> None:
+        """The trial ended (``objective`` None: it failed); undo per-trial changes."""
+
+
+def rank() -> int:
+    """This process's global rank, as the launcher set it (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def run_trial(
+    setup: TrialSetup | SweepFile,
+    params: Mapping[str, Any],
+    *,
+    run_id: str,
+    metric: str,
+    goal: str,
+    reporter: Reporter | None = None,
+    wandb: RunSettings | None = RunSettings(),  # noqa: B008 - frozen, never mutated
+    is_main: bool | None = None,
+    ready: Callable[[], None] | None = None,
+) -> TrialResult:
+    """Train and evaluate one trial on this rank; rank 0 logs and reports it.
+
+    Callable again in the same process for the next trial: each call builds
+    fresh ``TrainingArguments``, model and ``Trainer``, and finishes its W&B run.
+
+    Args:
+        setup: Where the ``Trainer`` comes from (a sweep file builds one per trial).
+        params: This trial's params (the same on every rank).
+        run_id: The run id; rank 0's W&B run has it, and reports name it.
+        metric: The sweep metric's name, logged with the objective's value.
+        goal: ``"minimize"`` or ``"maximize"``; sets the metric's W&B summary.
+        reporter: Where rank 0 reports besides W&B (the sweep's record), or None.
+        wandb: How rank 0 opens its W&B run; None for no W&B run.
+        is_main: Whether this is rank 0 [default: from ``RANK``].
+        ready: Called once the run is open and the arguments are built, just
+            before training starts (the plugin tells the other ranks to start).
+
+    Returns:
+        The objective and final eval metrics.
+
+    Raises:
+        TrialError: The sweep file returned something unusable, the params do
+            not fit ``TrainingArguments``, or the objective is not finite.
+        Terminated: SIGTERM arrived (the W&B run ends with exit code 143).
+        Exception: Whatever the user's code or Trainer raised.
+    """
+    if goal not in GOALS:
+        raise UsageError(f"goal must be one of {', '.join(GOALS)}, not {goal!r}")
+    if isinstance(setup, SweepFile):
+        setup = SweepFileTrainer(setup)
+    main = rank() == 0 if is_main is None else is_main
+    args = apply_params(setup.base_args(), params, run_dir=f"run-{run_id}")
+    run = None
+    if main and wandb is not None:
+        settings = dataclasses.replace(wandb, sweep_project=wandb.sweep_project or setup.project)
+        # Params last: a sweep run's config must hold the sweep's own values.
+        config = {**args.to_sanitized_dict(), **params}
+        run = TrialRun.open(settings, run_id=run_id, config=config, metric=metric, goal=goal)
+    if ready is not None:
+        ready()
+    reporting = reporter if main else None
+    evaluations = evaluation_callback(
+        setup.compute_objective,
+        functools.partial(_report_evaluation, run, reporting, run_id, metric),
+    )
+    callbacks = [evaluations]
+    if reporting is not None:
+        callbacks.append(first_step_callback(functools.partial(reporting.record_started, run_id)))
+
+    exit_code, trainer, objective = EXIT_FAILED, None, None
+    try:
+        trainer = setup.trainer(args, params, callbacks)
+        trainer.train()
+        evaluations.training = False
+        metrics = plain_floats(trainer.evaluate())
+        objective = objective_of(setup.compute_objective, metrics)
+        if run is not None:
+            run.set_final(objective, metrics)
+        if reporting is not None:
+            reporting.record_result(run_id, objective, metrics)
+        exit_code = 0
+    except Terminated:
+        exit_code = EXIT_TERMINATED
+        raise
+    except KeyboardInterrupt:
+        exit_code = EXIT_INTERRUPTED
+        raise
+    finally:
+        if trainer is not None:
+            setup.done(trainer, objective)
+        if run is not None:
+            run.finish(exit_code)
+    return TrialResult(objective, metrics, run_id, args.output_dir)
+
+
+def _report_evaluation(
+    run: TrialRun | None,
+    reporter: Reporter | None,
+    run_id: str,
+    metric: str,
+    step: int,
+    objective: float,
+    metrics: dict[str, float],
+) -> None:
+    if run is not None:
+        run.log_objective(objective)
+    if reporter is not None:
+        reporter.record_history(run_id, step, {**metrics, metric: objective})

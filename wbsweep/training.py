@@ -1,0 +1,219 @@
+"""The Trainer glue of a trial: the model bound to its params, callbacks, the objective.
+
+And :class:`SweepFileTrainer`, which builds each trial's ``Trainer`` from a
+sweep file (the ``hyperparameter_search`` plugin has its own, over the user's
+``Trainer``: :mod:`wbsweep.hf.session`). Both plug into
+:func:`wbsweep.lifecycle.run_trial`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from wbsweep.errors import TrialError
+from wbsweep.sweepfile import SweepFile
+
+__all__ = [
+    "ModelInit",
+    "SweepFileTrainer",
+    "datasets_of",
+    "evaluation_callback",
+    "first_step_callback",
+    "objective_of",
+    "plain_floats",
+    "trainer_kwargs_of",
+]
+
+# Arguments the trial owns; a sweep file's trainer_kwargs() must not set them.
+_RESERVED_TRAINER_KWARGS = frozenset(
+    {"model", "model_init", "args", "train_dataset", "eval_dataset"}
+)
+
+
+class ModelInit:
+    """The user's ``model_init`` bound to the trial's params: one model per trial.
+
+    Zero-argument on purpose: ``Trainer.call_model_init`` passes its own
+    ``trial`` (None outside Transformers' own search), never our params. A
+    ``model_init`` that takes one argument gets ``params`` (the same object
+    each time, so a recording dict sees every read); one that takes none is
+    called bare, as Transformers does. ``Trainer`` asks twice when built with
+    ``model_init`` (in ``__init__`` and again in ``train``); the second ask gets
+    the same untouched model instead of a second, identical load.
+    """
+
+    def __init__(self, model_init: Callable[..., Any], params: Mapping[str, Any]) -> None:
+        from transformers.trainer_utils import number_of_arguments
+
+        self._model_init = model_init
+        self._params = params
+        self._takes_params = number_of_arguments(model_init) == 1
+        self._spare: Any = None
+        self._calls = 0
+
+    @property
+    def calls(self) -> int:
+        """How many times the Trainer asked for a model."""
+        return self._calls
+
+    def __call__(self) -> Any:
+        self._calls += 1
+        if self._spare is not None:
+            model, self._spare = self._spare, None
+            return model
+        model = self._model_init(self._params) if self._takes_params else self._model_init()
+        if model is None:
+            raise TrialError("model_init returned None")
+        if self._calls == 1:
+            self._spare = model
+        return model
+
+
+def datasets_of(sweep: SweepFile) -> tuple[Any, Any]:
+    """The sweep file's ``(train_dataset, eval_dataset)``, checked."""
+    value = sweep.datasets()
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise TrialError("datasets() must return (train_dataset, eval_dataset)")
+    return value[0], value[1]
+
+
+def trainer_kwargs_of(sweep: SweepFile) -> dict[str, Any]:
+    """The sweep file's extra ``Trainer`` arguments, without the ones a trial builds."""
+    if sweep.trainer_kwargs is None:
+        return {}
+    kwargs = sweep.trainer_kwargs()
+    if not isinstance(kwargs, Mapping):
+        raise TrialError(f"trainer_kwargs() returned {type(kwargs).__name__}, not a dict")
+    reserved = sorted(_RESERVED_TRAINER_KWARGS & set(kwargs))
+    if reserved:
+        raise TrialError(
+            f"trainer_kwargs() must not set {', '.join(reserved)}: the trial builds those"
+        )
+    return dict(kwargs)
+
+
+def plain_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric metrics as floats; anything else is dropped.
+
+    >>> plain_floats({"eval_loss": 0.5, "epoch": 1, "note": "x"})
+    {'eval_loss': 0.5, 'epoch': 1.0}
+    """
+    plain: dict[str, float] = {}
+    for key, value in metrics.items():
+        try:
+            plain[key] = float(value)
+        except (TypeError, ValueError):
+            continue  # non-numeric extras cannot be an objective or a summary number
+    return plain
+
+
+def objective_of(
+    compute: Callable[[dict[str, float]], Any] | None, metrics: Mapping[str, float]
+) -> float:
+    """``compute(metrics)``, or Transformers' ``default_compute_objective``, checked finite.
+
+    Raises:
+        TrialError: The value is not a number, or not finite.
+    """
+    if compute is not None:
+        source = "compute_objective(metrics)"
+        value = compute(dict(metrics))
+    else:
+        from transformers.trainer_utils import default_compute_objective
+
+        source = "the default objective (eval_loss, or the sum of eval metrics)"
+        value = default_compute_objective(dict(metrics))
+    try:
+        objective = float(value)
+    except (TypeError, ValueError):
+        raise TrialError(f"{source} returned {type(value).__name__}, not a number") from None
+    if not math.isfinite(objective):
+        raise TrialError(f"{source} is {objective}: the objective must be finite")
+    return objective
+
+
+def first_step_callback(notify: Callable[[], None]) -> Any:
+    """A ``TrainerCallback`` that calls ``notify`` once, at rank 0's first optimizer step."""
+    from transformers import TrainerCallback
+
+    class FirstStep(TrainerCallback):
+        def __init__(self) -> None:
+            self.notify: Callable[[], None] | None = notify
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.notify is not None and state.is_world_process_zero:
+                call, self.notify = self.notify, None
+                call()
+
+    return FirstStep()
+
+
+def evaluation_callback(
+    compute: Callable[[dict[str, float]], Any] | None,
+    report: Callable[[int, float, dict[str, float]], None],
+) -> Any:
+    """A ``TrainerCallback`` that reports the objective at every evaluation during training.
+
+    ``report(step, objective, metrics)`` runs on rank 0 only. W&B's hyperband
+    reads the sweep metric's history: with the objective reported at each
+    ``eval_strategy`` evaluation, a weak trial can be stopped early. Set
+    ``training = False`` before the final evaluation, which the trial reports
+    itself.
+    """
+    from transformers import TrainerCallback
+
+    class ReportEvaluations(TrainerCallback):
+        training = True
+
+        def on_evaluate(
+            self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
+        ) -> None:
+            if not (self.training and state.is_world_process_zero and metrics):
+                return
+            values = plain_floats(metrics)
+            try:
+                objective = objective_of(compute, values)
+            except Exception:  # noqa: BLE001 - an objective only the final metrics allow
+                return
+            report(int(state.global_step), objective, values)
+
+    return ReportEvaluations()
+
+
+class SweepFileTrainer:
+    """Builds each trial's ``Trainer`` from a sweep file (a ``TrialSetup``)."""
+
+    def __init__(self, sweep: SweepFile) -> None:
+        self.sweep = sweep
+        self.compute_objective = sweep.compute_objective
+        project = sweep.defaults.get("project")
+        self.project: str | None = str(project) if project else None
+
+    def base_args(self) -> Any:
+        from transformers import TrainingArguments
+
+        base = self.sweep.training_args()
+        if not isinstance(base, TrainingArguments):
+            raise TrialError(
+                f"training_args() returned {type(base).__name__}, not TrainingArguments"
+            )
+        return base
+
+    def trainer(self, args: Any, params: Mapping[str, Any], callbacks: Sequence[Any]) -> Any:
+        from transformers import Trainer
+
+        train_dataset, eval_dataset = datasets_of(self.sweep)
+        kwargs = trainer_kwargs_of(self.sweep)
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), *callbacks]
+        return Trainer(
+            model_init=ModelInit(self.sweep.model_init, dict(params)),
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            **kwargs,
+        )
+
+    def done(self, trainer: Any, objective: float | None) -> None:
+        """Nothing to put back: every trial built its own ``Trainer``."""

@@ -1,0 +1,121 @@
+"""A trial's W&B run: opened with one project rule, the sweep metric, its log and its end.
+
+Only rank 0 of a trial opens a run. The run joins the one a sweep agent chose
+(``WANDB_RUN_ID``, ``WANDB_SWEEP_ID`` and ``WANDB_SWEEP_PARAM_PATH`` are the
+SDK's own way to say so) by opening it with that id; on a local sweep it is an
+offline run that ``wandb sync`` can upload later.
+
+The project, everywhere in wbsweep (trial runs, ``wbsweep create``, the
+plugin), is the first of:
+
+1. the explicit choice (``--project``, ``project=``);
+2. ``WANDB_PROJECT`` (``wandb agent ENTITY/PROJECT/ID`` exports the sweep's);
+3. the sweep file's ``SWEEP["project"]``;
+4. ``wbsweep``.
+
+>>> resolve_project(None, "from-sweep-file", {})
+'from-sweep-file'
+>>> resolve_project(None, "from-sweep-file", {"WANDB_PROJECT": "from-env"})
+'from-env'
+>>> resolve_project("explicit", "from-sweep-file", {"WANDB_PROJECT": "from-env"})
+'explicit'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DEFAULT_PROJECT", "RunSettings", "TrialRun", "resolve_project"]
+
+DEFAULT_PROJECT = "wbsweep"
+
+
+def resolve_project(
+    explicit: str | None,
+    sweep_default: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """The W&B project by wbsweep's one rule (see the module docstring)."""
+    environ = os.environ if environ is None else environ
+    return explicit or environ.get("WANDB_PROJECT") or sweep_default or DEFAULT_PROJECT
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where and how a trial's W&B run is opened.
+
+    Attributes:
+        project: The explicit project, if any (see :func:`resolve_project`).
+        sweep_project: The sweep file's ``SWEEP["project"]``.
+        entity: The entity; ``None`` lets the SDK choose (``WANDB_ENTITY``, the default).
+        group: A run group (a local sweep's runs share one).
+        mode: The mode when ``WANDB_MODE`` is unset (``offline`` for local sweeps).
+    """
+
+    project: str | None = None
+    sweep_project: str | None = None
+    entity: str | None = None
+    group: str | None = None
+    mode: str | None = None
+
+
+class TrialRun:
+    """One trial's W&B run, with the sweep metric defined by its goal."""
+
+    def __init__(self, run: Any, metric: str, goal: str) -> None:
+        self.run = run
+        self.metric = metric
+        self.goal = goal
+
+    @classmethod
+    def open(
+        cls,
+        settings: RunSettings,
+        *,
+        run_id: str,
+        config: Mapping[str, Any],
+        metric: str,
+        goal: str,
+    ) -> TrialRun | None:
+        """Open (or join) the run ``run_id``; ``None`` when W&B is disabled.
+
+        ``config`` is the run's config: the sweep's params must win over any
+        other value there, so a sweep run holds the sweep's own values.
+        """
+        mode = os.environ.get("WANDB_MODE") or settings.mode
+        if mode == "disabled":
+            return None
+        import wandb
+
+        run = wandb.init(
+            project=resolve_project(settings.project, settings.sweep_project),
+            entity=settings.entity,
+            id=run_id,
+            group=settings.group,
+            config=dict(config),
+            mode=mode,  # type: ignore[arg-type]
+            # A reused process may still hold the previous trial's run.
+            reinit="finish_previous",
+        )
+        run.define_metric(metric, summary="min" if goal == "minimize" else "max")
+        return cls(run, metric, goal)
+
+    @property
+    def id(self) -> str:
+        return str(self.run.id)
+
+    def log_objective(self, objective: float, metrics: Mapping[str, float] | None = None) -> None:
+        """Log the objective under the sweep metric (with ``metrics`` when given)."""
+        self.run.log({**(metrics or {}), self.metric: objective})
+
+    def set_final(self, objective: float, metrics: Mapping[str, float]) -> None:
+        """The trial's final metrics and objective, logged and set in the summary."""
+        self.log_objective(objective, metrics)
+        self.run.summary[self.metric] = objective
+
+    def finish(self, exit_code: int) -> None:
+        """End the run; a non-zero exit code marks it failed on W&B."""
+        self.run.finish(exit_code=exit_code)
