@@ -6,7 +6,6 @@ anything unexpected too, with the traceback only under ``WBSWEEP_DEBUG=1``.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shlex
@@ -16,7 +15,7 @@ from typing import Any
 
 import click
 
-from wbsweep import __version__
+from wbsweep import __version__, views
 from wbsweep.backends import (
     BACKEND_ENV,
     BACKENDS,
@@ -24,7 +23,6 @@ from wbsweep.backends import (
     choose_backend,
     open_backend,
 )
-from wbsweep.backends.base import RunRecord
 from wbsweep.errors import (
     DEBUG_ENV,
     EXIT_FAILED,
@@ -91,7 +89,7 @@ def main() -> None:
     default=None,
     help="Stop weak runs early with hyperband, first bracket at this many logged steps.",
 )
-@click.option("--hyperband-eta", type=int, default=None, help="Hyperband's eta [default: 3].")
+@click.option("--hyperband-eta", type=int, default=3, show_default=True, help="Hyperband's eta.")
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),
@@ -112,7 +110,7 @@ def create(
     metric: str | None,
     name: str | None,
     hyperband_min_iter: int | None,
-    hyperband_eta: int | None,
+    hyperband_eta: int,
     backend: str | None,
     project: str | None,
     entity: str | None,
@@ -211,25 +209,10 @@ def status(sweep: str, store: str | None, as_json: bool) -> None:
     record = target.sweep(sweep_id)
     runs = target.runs(sweep_id)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "sweep_id": record.id,
-                    "state": record.state,
-                    "metric": {"name": record.metric_name, "goal": record.goal},
-                    "run_cap": record.run_cap,
-                    "runs": [_run_json(run) for run in runs],
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(views.status_json(record, runs), indent=2))
         return
-    click.echo(
-        f"Sweep {record.id}: {record.state.lower()}, {len(runs)}"
-        f"{'/' + str(record.run_cap) if record.run_cap else ''} runs, "
-        f"{record.goal} {record.metric_name}"
-    )
-    click.echo(_table(runs, record.metric_name))
+    click.echo(views.status_line(record, runs))
+    click.echo(views.runs_table(runs, record.metric_name))
 
 
 @main.command()
@@ -313,54 +296,6 @@ main.add_command(_state_command(SweepState.PAUSED, "Pause"))
 main.add_command(_state_command(SweepState.RUNNING, "Resume"))
 main.add_command(_state_command(SweepState.FINISHED, "Stop (no new runs; running ones finish)"))
 main.add_command(_state_command(SweepState.CANCELED, "Cancel (running trials are stopped)"))
-
-
-def _run_json(run: RunRecord) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "state": run.state,
-        "params": run.params,
-        "objective": run.objective,
-        "metrics": run.metrics,
-        "exit_code": run.exit_code,
-        "worker": run.worker,
-        "created_at": run.created_at,
-        "claimed_at": run.claimed_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-    }
-
-
-def _table(runs: list[RunRecord], metric: str) -> str:
-    header = ["run", "state", metric, "params", "started", "seconds"]
-    rows = [header]
-    for run in runs:
-        seconds = (
-            f"{run.finished_at - run.claimed_at:.0f}" if run.finished_at and run.claimed_at else ""
-        )
-        rows.append(
-            [
-                run.id,
-                run.state,
-                f"{run.objective:.6g}" if run.objective is not None else "",
-                " ".join(f"{k}={_short(v)}" for k, v in run.params.items()),
-                _clock(run.claimed_at),
-                seconds,
-            ]
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
-        for row in rows
-    )
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _clock(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else ""
 
 
 def _yaml(config: dict[str, Any]) -> str:

@@ -20,13 +20,21 @@ from wbsweep.sweepfile import load_sweep_file
 class SweepOptions:
     """What the user chose on the command line (``None``: not given)."""
 
+    #: ``random``, ``grid`` or ``bayes``.
     method: str | None = None
+    #: The sweep-wide cap on runs (``run_cap``).
     n_trials: int | None = None
+    #: ``minimize`` or ``maximize`` (``min``/``max`` too).
     direction: str | None = None
-    metric: str | None = None
-    name: str | None = None
+    #: Hyperband's ``eta``, used with ``hyperband_min_iter``.
+    hyperband_eta: int = 3
+    #: Stop weak runs early with hyperband; its first bracket, in logged steps.
     hyperband_min_iter: int | None = None
-    hyperband_eta: int | None = None
+    #: The name the objective is logged under.
+    metric: str | None = None
+    #: The sweep's display name.
+    name: str | None = None
+    #: The W&B project, chosen explicitly (see :func:`wbsweep.wandb_run.resolve_project`).
     project: str | None = None
 
 
@@ -66,7 +74,7 @@ def build_config(
     early_terminate = merged.get("early_terminate")
     if "hyperband_min_iter" in merged:
         early_terminate = sweep_config.hyperband(
-            min_iter=merged["hyperband_min_iter"], eta=merged.get("hyperband_eta", 3)
+            min_iter=merged["hyperband_min_iter"], eta=options.hyperband_eta
         )
     return sweep_config.build_sweep_config(
         space.translate(hp_space),

@@ -32,6 +32,8 @@ __all__ = ["Worker", "main", "trial_env"]
 # Seconds between SIGTERM and SIGKILL when a trial is stopped, as `wandb agent`.
 KILL_DELAY_ENV = "WBSWEEP_KILL_DELAY"
 DEFAULT_KILL_DELAY = 30.0
+# Seconds between two looks at the store while a trial runs: the run's
+# heartbeat (its worker is alive) and whether the sweep was canceled.
 _CANCEL_POLL = 5.0
 _EXIT_CANNOT_START = 127  # what a shell reports for a command it cannot run
 
@@ -111,7 +113,7 @@ class Worker:
                 out.write(f"cannot start {argv[0]!r}: {exc}\n".encode())
                 return _EXIT_CANNOT_START
             try:
-                return self._wait()
+                return self._wait(run)
             finally:
                 self._proc = None
 
@@ -126,7 +128,7 @@ class Worker:
         if outcome.state in (RunState.FAILED, RunState.CRASHED):
             self.log(_tail(self._log_path(run), f"[{self.name}]   "))
 
-    def _wait(self) -> int | None:
+    def _wait(self, run: RunRecord) -> int | None:
         assert self._proc is not None
         proc = self._proc
         termed_at: float | None = None
@@ -138,6 +140,7 @@ class Worker:
                 pass
             if time.monotonic() - checked > _CANCEL_POLL:
                 checked = time.monotonic()
+                self.queue.heartbeat(run.id)
                 if self.queue.sweep_state(self.sweep_id) == SweepState.CANCELED:
                     self.loop.stop()
             if self.loop.stopping and termed_at is None:

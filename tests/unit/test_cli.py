@@ -108,3 +108,22 @@ def test_store_flag_and_env_var_move_the_store(tmp_path: Path) -> None:
     assert not store_file(tmp_path).exists()
     assert invoke("status", sweep_id).exit_code == 4  # not in the default store
     assert invoke("status", sweep_id, WBSWEEP_STORE=str(other)).exit_code == 0
+
+
+def test_debug_flag_shows_tracebacks_only_for_1_true_or_yes() -> None:
+    for value in ("0", "false", "no", ""):
+        result = invoke("status", "nosuchsweep", WBSWEEP_DEBUG=value)
+        assert result.exit_code == 4
+        assert_one_line_error(result.stderr)
+    for value in ("1", "true", "YES"):
+        result = invoke("status", "nosuchsweep", WBSWEEP_DEBUG=value)
+        assert result.exit_code == 4
+        assert "Traceback" in result.stderr and "SweepNotFoundError" in result.stderr
+
+
+def test_bad_plan_is_a_usage_error_with_exit_code_2() -> None:
+    sweep_id = invoke_create(SWEEPS / "tiny.py")
+    result = invoke("agent", sweep_id, "--workers", "0")
+    assert result.exit_code == 2
+    assert "--workers must be at least 1" in result.stderr
+    assert_one_line_error(result.stderr)

@@ -37,7 +37,7 @@ from typing import Any
 
 from wbsweep.backends import choose_backend
 from wbsweep.backends.base import ClaimedRun, DriveOptions
-from wbsweep.errors import ConfigError, WbsweepError
+from wbsweep.errors import ConfigError, UsageError, WbsweepError
 from wbsweep.hf.session import TrainerSession
 from wbsweep.lifecycle import run_trial
 from wbsweep.prepare import SweepOptions, build_config
@@ -151,7 +151,7 @@ class _Ranks:
             if dist.is_available() and dist.is_initialized():
                 self.rank, self.world = dist.get_rank(), dist.get_world_size()
             elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                raise WbsweepError(
+                raise UsageError(
                     "WORLD_SIZE > 1 but no torch.distributed process group: build the "
                     "Trainer (it sets the group up) before hyperparameter_search"
                 )

@@ -1,0 +1,131 @@
+"""The values passed between a backend and its callers: runs, sweeps, claims, limits.
+
+Frozen dataclasses of plain data; :mod:`wbsweep.backends.base` re-exports them
+with the contract that produces them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from wbsweep.states import RunState, SweepState
+
+__all__ = [
+    "ClaimedRun",
+    "DriveOptions",
+    "InProcessTrial",
+    "Reporter",
+    "RunRecord",
+    "SweepRecord",
+]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One trial of a sweep as a backend recorded it.
+
+    Timestamps are seconds since the epoch (UTC); ``None`` where the event has
+    not happened. ``objective`` is the sweep metric's value, ``metrics`` the
+    trial's final evaluation metrics.
+    """
+
+    id: str
+    sweep_id: str
+    state: RunState
+    params: dict[str, Any]
+    objective: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    exit_code: int | None = None
+    worker: str | None = None
+    created_at: float | None = None
+    claimed_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    heartbeat_at: float | None = None
+
+    @property
+    def has_finite_objective(self) -> bool:
+        return self.objective is not None and math.isfinite(self.objective)
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """A sweep: its id, the whole W&B sweep config, its state and sweep file."""
+
+    id: str
+    config: dict[str, Any]
+    state: SweepState
+    sweep_file: str | None = None
+    created_at: float | None = None
+
+    @property
+    def metric_name(self) -> str:
+        return str(self.config.get("metric", {}).get("name", "objective"))
+
+    @property
+    def goal(self) -> str:
+        return str(self.config.get("metric", {}).get("goal", "minimize"))
+
+    @property
+    def run_cap(self) -> int | None:
+        cap = self.config.get("run_cap")
+        return int(cap) if cap is not None else None
+
+
+class Reporter(Protocol):
+    """Where rank 0 of a trial reports besides W&B: the sweep's own record.
+
+    Every method may be called from the trial's process only; each call is one
+    short write and raises ``StoreError`` when the record cannot be written.
+    """
+
+    def record_started(self, run_id: str) -> None:
+        """The trial took its first training step (kept on a second call)."""
+
+    def record_history(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
+        """The metrics of one evaluation during training, at global ``step``."""
+
+    def record_result(self, run_id: str, objective: float, metrics: dict[str, Any]) -> None:
+        """The trial's objective and final evaluation metrics."""
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run handed to an in-process trial, with what its W&B run should use.
+
+    ``reporter`` is ``None`` where W&B itself records the run. ``wandb_mode``
+    is the mode the trial's W&B run takes when ``WANDB_MODE`` does not say
+    (``offline`` for local sweeps, so ``wandb sync`` can upload them later);
+    ``wandb_group`` groups a local sweep's runs on the dashboard.
+    """
+
+    run_id: str
+    sweep_id: str
+    params: dict[str, Any]
+    reporter: Reporter | None = None
+    wandb_mode: str | None = None
+    wandb_group: str | None = None
+
+
+#: One trial run in this process. Returns when it succeeded; raises when it failed.
+InProcessTrial = Callable[[ClaimedRun], None]
+
+
+@dataclass(frozen=True)
+class DriveOptions:
+    """Who runs a sweep's trials, and for how long: :meth:`Backend.drive` and the run loop.
+
+    Attributes:
+        worker: This worker's name, recorded with each run it takes.
+        count: The most trials it runs [default: until the sweep has none left].
+        max_consecutive_failures: It stops after this many failed in a row.
+        log: Where it says what it does (one line at a time).
+    """
+
+    worker: str
+    count: int | None = None
+    max_consecutive_failures: int | None = None
+    log: Callable[[str], None] | None = None

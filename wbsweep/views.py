@@ -1,0 +1,72 @@
+"""How a sweep and its runs read: the status table and its JSON form.
+
+Pure functions over records; the CLI prints what they return.
+
+>>> from wbsweep.backends.base import RunRecord, RunState
+>>> print(runs_table([RunRecord("a1", "s", RunState.FINISHED, {"lr": 0.001}, objective=0.5)],
+...                  "loss"))
+run  state     loss  params    started  seconds
+a1   finished  0.5   lr=0.001
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from wbsweep.backends.base import RunRecord, SweepRecord
+
+__all__ = ["runs_table", "status_json", "status_line"]
+
+
+def status_json(sweep: SweepRecord, runs: Sequence[RunRecord]) -> dict[str, Any]:
+    """The sweep and every field of every run, as plain JSON data."""
+    return {
+        "sweep_id": sweep.id,
+        "state": sweep.state,
+        "metric": {"name": sweep.metric_name, "goal": sweep.goal},
+        "run_cap": sweep.run_cap,
+        "runs": [dataclasses.asdict(run) for run in runs],
+    }
+
+
+def status_line(sweep: SweepRecord, runs: Sequence[RunRecord]) -> str:
+    """``Sweep ID: running, 3/8 runs, minimize loss``."""
+    cap = f"/{sweep.run_cap}" if sweep.run_cap else ""
+    return (
+        f"Sweep {sweep.id}: {sweep.state.lower()}, {len(runs)}{cap} runs, "
+        f"{sweep.goal} {sweep.metric_name}"
+    )
+
+
+def runs_table(runs: Sequence[RunRecord], metric: str) -> str:
+    """One line per run: id, state, objective, params, claim time, seconds it took."""
+    header = ["run", "state", metric, "params", "started", "seconds"]
+    rows = [header]
+    for run in runs:
+        took = run.finished_at - run.claimed_at if run.finished_at and run.claimed_at else None
+        rows.append(
+            [
+                run.id,
+                str(run.state),
+                f"{run.objective:.6g}" if run.objective is not None else "",
+                " ".join(f"{k}={_short(v)}" for k, v in run.params.items()),
+                _clock(run.claimed_at),
+                f"{took:.0f}" if took is not None else "",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _clock(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else ""
