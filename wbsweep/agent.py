@@ -27,8 +27,15 @@ from typing import Any
 import yaml
 
 from wbsweep import procs
-from wbsweep.backends.base import Backend
-from wbsweep.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from wbsweep.backends.base import DEFAULT_MAX_FAILURES, Backend, DriveOptions
+from wbsweep.errors import (
+    EXIT_FAILED,
+    EXIT_GAVE_UP,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    UsageError,
+)
 
 ACCELERATE_CONFIG_ENV = "WBSWEEP_ACCELERATE_CONFIG"
 
@@ -176,17 +183,25 @@ class Agent:
         stagger: float = 0.0,
         grace: float = 40.0,
         log: Callable[[str], None] | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.worker_argv = worker_argv
+        self.extra_env = dict(extra_env or {})
         self.slots = list(slots)
         self.stagger = stagger
         self.grace = grace
         self.log = log or (lambda line: print(line, flush=True))
         self._procs: list[subprocess.Popen[bytes]] = []
         self._signals = 0
+        self._first_signal: int | None = None
 
     def run(self) -> int:
-        """Run every worker to its end: 0 when all ended cleanly, 130 when stopped by a signal."""
+        """Run every worker to its end; the node's exit code.
+
+        0 when every worker ended because the sweep had nothing left for it;
+        130 (Ctrl-C) or 143 (SIGTERM) when a signal stopped them; 9 when a
+        worker gave up after too many failed trials in a row; else 1.
+        """
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
@@ -198,7 +213,7 @@ class Agent:
                     break
                 if slot.index and self.stagger:
                     time.sleep(self.stagger)
-                env = worker_env(slot, config, os.environ)
+                env = {**worker_env(slot, config, os.environ), **self.extra_env}
                 self.log(
                     f"worker {slot.index}: {slot.device}, {slot.num_processes} "
                     f"process{'es' if slot.num_processes > 1 else ''} per trial"
@@ -211,11 +226,15 @@ class Agent:
                 signal.signal(sig, handler)
             shutil.rmtree(workdir, ignore_errors=True)
         if self._signals:
-            return EXIT_INTERRUPTED
-        return EXIT_OK if all(code == 0 for code in codes) else EXIT_FAILED
+            return EXIT_TERMINATED if self._first_signal == signal.SIGTERM else EXIT_INTERRUPTED
+        if all(code == EXIT_OK for code in codes):
+            return EXIT_OK
+        return EXIT_GAVE_UP if EXIT_GAVE_UP in codes else EXIT_FAILED
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
+        if self._first_signal is None:
+            self._first_signal = signum
         # First signal: each worker stops its trial gracefully. Second: kill now.
         sig = signal.SIGTERM if self._signals == 1 else signal.SIGKILL
         if self._signals == 1:
@@ -235,8 +254,25 @@ def worker_argv(backend: Backend, sweep_id: str, slot: WorkerSlot) -> list[str]:
     return backend.worker_argv(sweep_id, f"{socket.gethostname()}-w{slot.index}")
 
 
-def run_agent(backend: Backend, sweep_id: str, slots: Sequence[WorkerSlot]) -> int:
-    """Run this node's workers for ``sweep_id`` until the sweep has nothing left."""
+def run_agent(
+    backend: Backend,
+    sweep_id: str,
+    slots: Sequence[WorkerSlot],
+    *,
+    limits: DriveOptions | None = None,
+) -> int:
+    """Run this node's workers for ``sweep_id`` until the sweep has nothing left.
+
+    ``limits`` (failures in a row, retries) reach each worker through its environment.
+    """
+    limits = limits or DriveOptions("", max_consecutive_failures=DEFAULT_MAX_FAILURES)
+    extra_env = limits.env()
+    if limits.max_consecutive_failures is not None:
+        # `wandb agent`'s own limit on failed runs at its start, for W&B workers.
+        extra_env["WANDB_AGENT_MAX_INITIAL_FAILURES"] = str(limits.max_consecutive_failures)
     return Agent(
-        lambda slot: worker_argv(backend, sweep_id, slot), slots, stagger=backend.worker_stagger
+        lambda slot: worker_argv(backend, sweep_id, slot),
+        slots,
+        stagger=backend.worker_stagger,
+        extra_env=extra_env,
     ).run()

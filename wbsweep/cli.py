@@ -23,6 +23,7 @@ from wbsweep.backends import (
     choose_backend,
     open_backend,
 )
+from wbsweep.backends.base import DEFAULT_MAX_FAILURES, DEFAULT_MAX_RETRIES, DriveOptions
 from wbsweep.errors import (
     DEBUG_ENV,
     EXIT_FAILED,
@@ -170,15 +171,35 @@ def create(
     "--processes-per-trial", type=int, default=None, help="CPU ranks per trial [default: 1]."
 )
 @click.option("--gpus-per-trial", type=int, default=None, help="GPUs (ranks) per trial.")
+@click.option(
+    "--max-consecutive-failures",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_FAILURES,
+    show_default=True,
+    help="A worker gives up after this many trials failed in a row.",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_RETRIES,
+    show_default=True,
+    help="How many times a crashed run's params run again.",
+)
 @store_option
 def agent(
     sweep: str,
     workers: int | None,
     processes_per_trial: int | None,
     gpus_per_trial: int | None,
+    max_consecutive_failures: int,
+    max_retries: int,
     store: str | None,
 ) -> None:
-    """Run trials of SWEEP on this node until the sweep is done."""
+    """Run trials of SWEEP on this node until the sweep is done.
+
+    Exits 0 when the sweep has nothing left for this node, 130 or 143 when
+    stopped by Ctrl-C or SIGTERM, 9 when a worker gave up on failing trials.
+    """
     from wbsweep.agent import plan_slots, run_agent, visible_gpus
 
     target, sweep_id = backend_for_sweep(sweep, store=store)
@@ -190,7 +211,10 @@ def agent(
         processes_per_trial=processes_per_trial,
     )
     click.echo(f"Sweep {sweep_id}: {record.state.lower()}, {len(slots)} worker(s) on this node.")
-    code = run_agent(target, sweep_id, slots)
+    limits = DriveOptions(
+        "", max_consecutive_failures=max_consecutive_failures, max_retries=max_retries
+    )
+    code = run_agent(target, sweep_id, slots, limits=limits)
     runs = target.runs(sweep_id)
     counts = {s: sum(r.state == s for r in runs) for s in RunState}
     shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)

@@ -25,6 +25,7 @@ EXIT_NO_BEST = 5  # no finished run with a finite objective yet
 EXIT_TRIAL = 6  # a trial failed in a way wbsweep can explain
 EXIT_LOGIN = 7  # not logged in to W&B, or the key was rejected
 EXIT_UNREACHABLE = 8  # the W&B server did not answer
+EXIT_GAVE_UP = 9  # a worker stopped after too many trials failed in a row
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM: what a shell reports for a SIGTERMed process
 

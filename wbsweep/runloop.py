@@ -10,11 +10,15 @@ trains in its own process (:func:`in_process`). The loop owns the rest:
 * ends after ``count`` trials, or after ``max_consecutive_failures`` failed in a row;
 * :meth:`RunLoop.stop` (a signal handler may call it) ends the loop after the
   current trial, whose runner sees :attr:`RunLoop.stopping` and records it stopped;
+* beats the run's heartbeat while its trial runs, so a worker that dies is
+  noticed (its run is ``crashed`` and its params run again);
+* records each run's end with the runner's one-line reason;
 * marks the sweep finished once no run can start and none is running.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,14 +32,23 @@ from wbsweep.backends.base import (
     RunState,
     SweepState,
 )
-from wbsweep.errors import EXIT_FAILED
+from wbsweep.errors import EXIT_FAILED, WbsweepError
 
-__all__ = ["RunLoop", "TrialOutcome", "TrialRunner", "in_process"]
+__all__ = ["RunLoop", "TrialEnd", "TrialOutcome", "TrialRunner", "in_process"]
 
 PAUSED_POLL = 2.0
 
-#: Runs one claimed run to its end; returns its exit code (``None``: killed by a signal).
-TrialRunner = Callable[[RunRecord], "int | None"]
+
+@dataclass(frozen=True)
+class TrialEnd:
+    """How a runner saw its trial end: the exit code (``None``: killed) and why, in one line."""
+
+    exit_code: int | None
+    reason: str | None = None
+
+
+#: Runs one claimed run to its end and says how it ended.
+TrialRunner = Callable[[RunRecord], TrialEnd]
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,8 @@ class RunLoop:
         self.on_end = on_end
         self.paused_poll = paused_poll
         self.outcomes: list[TrialOutcome] = []
+        #: Whether the loop ended because ``max_consecutive_failures`` failed in a row.
+        self.gave_up = False
         self._stopping = False
 
     @property
@@ -86,11 +101,16 @@ class RunLoop:
         failures = 0
         while not self._stopping and (count is None or len(self.outcomes) < count):
             if limit is not None and failures >= limit:
+                self.gave_up = True
+                last = self.queue.run(self.outcomes[-1].run_id).reason or "see the trial's log"
                 self.log(
-                    f"[{self.options.worker}] {failures} trials failed in a row; this worker stops"
+                    f"[{self.options.worker}] {failures} trials failed in a row; this worker "
+                    f"stops. Last: {last}"
                 )
                 break
-            run = self.queue.claim_next(self.sweep_id, self.options.worker)
+            run = self.queue.claim_next(
+                self.sweep_id, self.options.worker, max_retries=self.options.max_retries
+            )
             if run is None:
                 if self._paused():
                     time.sleep(self.paused_poll)
@@ -102,7 +122,7 @@ class RunLoop:
                 self.on_end(run, outcome)
             failed = outcome.state in (RunState.FAILED, RunState.CRASHED)
             failures = failures + 1 if failed else 0
-        self.queue.maybe_finish_sweep(self.sweep_id)
+        self.queue.maybe_finish_sweep(self.sweep_id, max_retries=self.options.max_retries)
         return self.outcomes
 
     def _paused(self) -> bool:
@@ -110,28 +130,64 @@ class RunLoop:
 
     def _run_one(self, run: RunRecord) -> TrialOutcome:
         started = time.monotonic()
-        exit_code: int | None = EXIT_FAILED
+        end = TrialEnd(EXIT_FAILED)
         stopped = True  # unless the runner returns: Ctrl-C or SIGTERM ended it
+        beat = _Heartbeat(self.queue, run.id)
         try:
-            exit_code = self.runner(run)
+            end = self.runner(run)
             stopped = self._stopping
-        except Exception:
+        except Exception as exc:
             stopped = False  # the runner itself broke: the run failed
+            end = TrialEnd(EXIT_FAILED, _reason(exc))
             raise
         finally:
+            beat.stop()
             # Recorded however the runner ended: no run stays `running`.
-            state = self.queue.finish_run(run.id, exit_code=exit_code, stopped=stopped)
-        return TrialOutcome(run.id, state, exit_code, time.monotonic() - started)
+            state = self.queue.finish_run(
+                run.id, exit_code=end.exit_code, stopped=stopped, reason=end.reason
+            )
+        return TrialOutcome(run.id, state, end.exit_code, time.monotonic() - started)
+
+
+class _Heartbeat:
+    """Tells the queue every ``queue.heartbeat_every`` seconds that this run's worker lives.
+
+    A thread, so it beats whatever the trial does: a process group the worker
+    waits on, or training in this very process.
+    """
+
+    def __init__(self, queue: RunQueue, run_id: str) -> None:
+        self._queue = queue
+        self._run_id = run_id
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._done.wait(self._queue.heartbeat_every):
+            try:
+                self._queue.heartbeat(self._run_id)
+            except WbsweepError:
+                continue  # a busy or briefly unwritable store: the next beat tries again
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def in_process(queue: RunQueue, trial: InProcessTrial) -> TrialRunner:
-    """A runner that calls ``trial`` in this process: 0 when it returns, 1 when it raises.
+    """A runner that calls ``trial`` in this process: exit 0 when it returns, 1 when it raises.
 
     A run of a queue-owned sweep is one no W&B server knows, so its W&B run is
     offline unless ``WANDB_MODE`` says otherwise, grouped by sweep.
     """
 
-    def run_here(run: RunRecord) -> int:
+    def run_here(run: RunRecord) -> TrialEnd:
         claimed = ClaimedRun(
             run_id=run.id,
             sweep_id=run.sweep_id,
@@ -142,8 +198,8 @@ def in_process(queue: RunQueue, trial: InProcessTrial) -> TrialRunner:
         )
         try:
             trial(claimed)
-        except Exception:  # noqa: BLE001 - the trial logged why; the run is failed
-            return EXIT_FAILED
-        return 0
+        except Exception as exc:  # noqa: BLE001 - the trial logged it; the run failed for it
+            return TrialEnd(EXIT_FAILED, _reason(exc))
+        return TrialEnd(0)
 
     return run_here

@@ -5,7 +5,7 @@ Pure functions over records; the CLI prints what they return.
 >>> from wbsweep.backends.base import RunRecord, RunState
 >>> print(runs_table([RunRecord("a1", "s", RunState.FINISHED, {"lr": 0.001}, objective=0.5)],
 ...                  "loss"))
-run  state     loss  params    started  seconds
+run  state     loss  params    started  seconds  note
 a1   finished  0.5   lr=0.001
 """
 
@@ -42,8 +42,8 @@ def status_line(sweep: SweepRecord, runs: Sequence[RunRecord]) -> str:
 
 
 def runs_table(runs: Sequence[RunRecord], metric: str) -> str:
-    """One line per run: id, state, objective, params, claim time, seconds it took."""
-    header = ["run", "state", metric, "params", "started", "seconds"]
+    """One line per run: id, state, objective, params, claim time, seconds, rerun or reason."""
+    header = ["run", "state", metric, "params", "started", "seconds", "note"]
     rows = [header]
     for run in runs:
         took = run.finished_at - run.claimed_at if run.finished_at and run.claimed_at else None
@@ -55,6 +55,7 @@ def runs_table(runs: Sequence[RunRecord], metric: str) -> str:
                 " ".join(f"{k}={_short(v)}" for k, v in run.params.items()),
                 _clock(run.claimed_at),
                 f"{took:.0f}" if took is not None else "",
+                _note(run),
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -62,6 +63,15 @@ def runs_table(runs: Sequence[RunRecord], metric: str) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def _note(run: RunRecord, width: int = 60) -> str:
+    """A rerun names the run it reruns; a failed run says why (``--json`` has it whole)."""
+    parts = [f"rerun of {run.retry_of}"] if run.retry_of else []
+    if run.reason:
+        reason = run.reason if len(run.reason) <= width else run.reason[: width - 3] + "..."
+        parts.append(reason)
+    return "; ".join(parts)
 
 
 def _short(value: Any) -> str:

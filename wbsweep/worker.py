@@ -10,6 +10,7 @@ Ctrl-C or a canceled sweep. One failed trial never ends the worker.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -22,20 +23,28 @@ from pathlib import Path
 from types import FrameType
 
 from wbsweep import procs
-from wbsweep.backends.base import Backend, DriveOptions, RunQueue, RunRecord, RunState, SweepState
+from wbsweep.backends.base import (
+    Backend,
+    DriveOptions,
+    RunQueue,
+    RunRecord,
+    RunState,
+    SweepState,
+)
 from wbsweep.command import expand_command
-from wbsweep.errors import UsageError
-from wbsweep.runloop import RunLoop, TrialOutcome
+from wbsweep.errors import EXIT_GAVE_UP, EXIT_OK, UsageError, WbsweepError
+from wbsweep.runloop import RunLoop, TrialEnd, TrialOutcome
 
 __all__ = ["Worker", "main", "trial_env"]
 
 # Seconds between SIGTERM and SIGKILL when a trial is stopped, as `wandb agent`.
 KILL_DELAY_ENV = "WBSWEEP_KILL_DELAY"
 DEFAULT_KILL_DELAY = 30.0
-# Seconds between two looks at the store while a trial runs: the run's
-# heartbeat (its worker is alive) and whether the sweep was canceled.
+# Seconds between two looks at the store while a trial runs: was the sweep canceled?
 _CANCEL_POLL = 5.0
 _EXIT_CANNOT_START = 127  # what a shell reports for a command it cannot run
+
+_TRIAL_ERROR = "wbsweep.trial: error:"
 
 
 def trial_env(
@@ -59,6 +68,7 @@ class Worker:
         *,
         name: str | None = None,
         count: int | None = None,
+        limits: DriveOptions | None = None,
         kill_delay: float | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -76,7 +86,9 @@ class Worker:
         )
         self.log = log or _print
         self.run_dir = Path(queue.work_dir(sweep_id))
-        options = DriveOptions(self.name, count=count, log=self.log)
+        options = dataclasses.replace(
+            limits or DriveOptions(self.name), worker=self.name, count=count, log=self.log
+        )
         self.loop = RunLoop(queue, sweep_id, self.run_trial, options, on_end=self._ended)
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -91,8 +103,8 @@ class Worker:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def run_trial(self, run: RunRecord) -> int | None:
-        """Run one claimed run's command to its end; its exit code (None: killed)."""
+    def run_trial(self, run: RunRecord) -> TrialEnd:
+        """Run one claimed run's command to its end: its exit code and, if it failed, why."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         params_file = self.run_dir / f"config-{run.id}.json"
         params_file.write_text(json.dumps(run.params))
@@ -106,19 +118,21 @@ class Worker:
         )
         shown = ", ".join(f"{k}={v}" for k, v in run.params.items())
         self.log(f"[{self.name}] run {run.id} started: {shown}")
-        with self._log_path(run).open("wb") as out:
+        log = self._log_path(run)
+        with log.open("wb") as out:
             try:
                 self._proc = procs.start_group(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
             except OSError as exc:
                 out.write(f"cannot start {argv[0]!r}: {exc}\n".encode())
-                return _EXIT_CANNOT_START
+                return TrialEnd(_EXIT_CANNOT_START, f"cannot start {argv[0]!r}: {exc}")
             try:
-                return self._wait(run)
+                exit_code = self._wait()
             finally:
                 self._proc = None
+        return TrialEnd(exit_code, None if exit_code == 0 else failure_reason(log, exit_code))
 
     def _log_path(self, run: RunRecord) -> Path:
-        return self.run_dir / f"run-{run.id}.log"
+        return Path(self.queue.trial_log(self.sweep_id, run.id))
 
     def _ended(self, run: RunRecord, outcome: TrialOutcome) -> None:
         objective = self.queue.run(run.id).objective
@@ -128,7 +142,7 @@ class Worker:
         if outcome.state in (RunState.FAILED, RunState.CRASHED):
             self.log(_tail(self._log_path(run), f"[{self.name}]   "))
 
-    def _wait(self, run: RunRecord) -> int | None:
+    def _wait(self) -> int | None:
         assert self._proc is not None
         proc = self._proc
         termed_at: float | None = None
@@ -140,7 +154,6 @@ class Worker:
                 pass
             if time.monotonic() - checked > _CANCEL_POLL:
                 checked = time.monotonic()
-                self.queue.heartbeat(run.id)
                 if self.queue.sweep_state(self.sweep_id) == SweepState.CANCELED:
                     self.loop.stop()
             if self.loop.stopping and termed_at is None:
@@ -151,6 +164,28 @@ class Worker:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.loop.stop()
+
+
+def failure_reason(log: Path, exit_code: int | None) -> str:
+    """Why a trial failed, in one line: its own error line, else how its process ended.
+
+    The trial entry point ends a failure with ``wbsweep.trial: error: ...``
+    (rank 0's, or the first rank's to fail); the last such line wins.
+    """
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+    except OSError:
+        lines = []
+    errors = [line.split(_TRIAL_ERROR, 1)[1].strip() for line in lines if _TRIAL_ERROR in line]
+    if errors:
+        return errors[-1]
+    if exit_code is not None and exit_code < 0:
+        try:
+            return f"killed by {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"killed by signal {-exit_code}"
+    last = next((line for line in reversed(lines) if line), None)
+    return last or f"exit code {exit_code}"
 
 
 def _print(line: str) -> None:
@@ -172,14 +207,26 @@ def _default_command() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m wbsweep.worker STORE SWEEP_ID [NAME]``: one worker process."""
+    """``python -m wbsweep.worker STORE SWEEP_ID [NAME]``: one worker process.
+
+    ``WBSWEEP_MAX_CONSECUTIVE_FAILURES`` and ``WBSWEEP_MAX_RETRIES`` (what
+    ``wbsweep agent`` sets from its options, :meth:`DriveOptions.env`) tune it.
+    Exits 0 when the sweep has nothing left for it, ``EXIT_GAVE_UP`` when too
+    many trials failed in a row.
+    """
     from wbsweep.backends import open_backend
 
     args = sys.argv[1:] if argv is None else argv
     store, sweep_id = args[0], args[1]
     name = args[2] if len(args) > 2 else None
-    Worker(open_backend("local", store=store), sweep_id, name=name).run()
-    return 0
+    try:
+        limits = DriveOptions.from_env(name or "", os.environ)
+        worker = Worker(open_backend("local", store=store), sweep_id, name=name, limits=limits)
+        worker.run()
+    except WbsweepError as exc:
+        print(f"wbsweep.worker: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    return EXIT_GAVE_UP if worker.loop.gave_up else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -262,3 +263,54 @@ def test_concurrent_processes_never_share_a_run(
     assert len(claimed) == 24
     assert len(set(claimed)) == 24
     assert len(queue_backend.runs(sweep_id)) == 24
+
+
+def test_a_run_whose_worker_went_silent_is_crashed_and_its_params_run_again(
+    queue_reopen: Callable[[], Backend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WBSWEEP_HEARTBEAT_TIMEOUT", "1")
+    backend = queue_reopen()
+    queue = _queue(backend)
+    assert queue.heartbeat_timeout == 1.0 and queue.heartbeat_every < 1.0
+    sweep_id = backend.create({**GRID, "method": "random", "run_cap": 2})
+    lost, alive = queue.claim_next(sweep_id, "gone"), queue.claim_next(sweep_id, "alive")
+    assert lost is not None and alive is not None
+    assert queue.claim_next(sweep_id, "w3") is None  # run_cap: both runs are taken
+    time.sleep(0.6)
+    queue.heartbeat(alive.id)
+    time.sleep(0.6)
+
+    # Every read shows it at once, with the reason; the live run is untouched.
+    seen = {run.id: run for run in backend.runs(sweep_id)}
+    assert seen[lost.id].state is RunState.CRASHED and queue.run(lost.id).state is RunState.CRASHED
+    assert "gone" in (seen[lost.id].reason or "") and "heartbeat" in (seen[lost.id].reason or "")
+    assert seen[alive.id].state is RunState.RUNNING
+    assert not queue.maybe_finish_sweep(sweep_id)
+
+    # The next claim reruns its params, linked to it, past run_cap.
+    rerun = queue.claim_next(sweep_id, "w3")
+    assert rerun is not None and rerun.params == lost.params and rerun.retry_of == lost.id
+    assert queue.claim_next(sweep_id, "w4") is None  # one rerun, no more
+    # The lost worker's late reports change nothing: the run stays crashed.
+    queue.heartbeat(lost.id)
+    queue.record_result(lost.id, 0.1, {})
+    assert queue.finish_run(lost.id, exit_code=0) is RunState.CRASHED
+
+    for run in (alive, rerun):
+        queue.record_result(run.id, 0.5, {})
+        assert queue.finish_run(run.id, exit_code=0) is RunState.FINISHED
+    assert queue.maybe_finish_sweep(sweep_id)  # with its full count of finished runs
+    states = [run.state for run in backend.runs(sweep_id)]
+    assert states.count(RunState.FINISHED) == 2 and states.count(RunState.CRASHED) == 1
+
+
+def test_a_failed_run_keeps_its_one_line_reason(queue_backend: Backend) -> None:
+    queue = _queue(queue_backend)
+    sweep_id = queue_backend.create(GRID)
+    failed, done = _claim(queue, sweep_id), _claim(queue, sweep_id)
+    why = "model_init raised ValueError: no such size\n  (line 12)"
+    assert queue.finish_run(failed, exit_code=1, reason=why) is RunState.FAILED
+    assert queue.finish_run(done, exit_code=0, reason="ignored") is RunState.FINISHED
+    runs = {run.id: run for run in queue_backend.runs(sweep_id)}
+    assert runs[failed].reason == "model_init raised ValueError: no such size (line 12)"
+    assert runs[done].reason is None

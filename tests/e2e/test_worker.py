@@ -6,13 +6,17 @@ may carry), so no training is needed to see what the worker does around it.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import WBSWEEP, invoke, invoke_status, processes_mentioning, wait_for
 
 from wbsweep import worker as worker_module
 from wbsweep.backends.local import LocalBackend
+from wbsweep.errors import EXIT_GAVE_UP
 from wbsweep.states import RunState
 
 pytestmark = pytest.mark.slow
@@ -32,7 +36,7 @@ def sweep_running(store: LocalBackend, code: str) -> str:
 def test_a_running_trial_heartbeats_and_its_log_is_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker_module, "_CANCEL_POLL", 0.2)
+    monkeypatch.setenv("WBSWEEP_HEARTBEAT_TIMEOUT", "1.5")  # a beat every 0.5 s
     store = LocalBackend(tmp_path / "store.db")
     code = "import sys, time; print('params in', sys.argv[1]); time.sleep(2)"
     sweep_id = sweep_running(store, code)
@@ -61,3 +65,85 @@ def test_a_failed_trial_shows_the_end_of_its_log(tmp_path: Path) -> None:
     assert run.state == RunState.FAILED and run.exit_code == 3
     shown = "\n".join(lines)
     assert "failed: exit 3" in shown and "the reason it failed" in shown
+
+
+def test_a_sigkilled_worker_s_run_is_crashed_then_rerun_and_the_sweep_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WBSWEEP_HEARTBEAT_TIMEOUT", "2")  # here, and in every worker
+    store = LocalBackend(os.environ["WBSWEEP_STORE"])
+    mark = tmp_path / "go-fast"
+    code = f"import os, time; time.sleep(0.2 if os.path.exists({str(mark)!r}) else 60)"
+    sweep_id = store.create(
+        {
+            "method": "grid",
+            "metric": {"name": "objective", "goal": "minimize"},
+            "parameters": {"x": {"values": [1, 2]}},
+            "command": [sys.executable, "-c", code, "${args_json_file}"],
+        }
+    )
+    env = dict(os.environ)
+    argv = [sys.executable, "-m", "wbsweep.worker", str(store.path), sweep_id]
+    doomed = subprocess.Popen([*argv, "doomed"], env=env)
+    try:
+        wait_for(
+            lambda: bool(store.runs(sweep_id)) and bool(processes_mentioning(sweep_id)),
+            timeout=60,
+            what="the first trial to start",
+        )
+        (lost,) = store.runs(sweep_id)
+        doomed.kill()  # the OOM killer: no handler runs, nothing is recorded
+        doomed.wait(timeout=30)
+    finally:
+        doomed.kill()
+    mark.touch()
+
+    # Its trial dies with it, and within the timeout every reader sees the run crashed.
+    wait_for(lambda: not processes_mentioning(lost.id), timeout=30, what="the trial to end")
+    wait_for(
+        lambda: invoke_status(sweep_id)["runs"][0]["state"] == "crashed",
+        timeout=10,
+        what="status to show the run crashed",
+    )
+    shown = invoke_status(sweep_id)["runs"][0]
+    assert "doomed" in shown["reason"] and shown["id"] == lost.id
+
+    # A new worker reruns its params; the sweep ends with both points finished.
+    subprocess.run([*argv, "fresh"], env=env, timeout=120, check=True)
+    runs = store.runs(sweep_id)
+    finished = [run for run in runs if run.state == RunState.FINISHED]
+    assert sorted(run.params["x"] for run in finished) == [1, 2]
+    (rerun,) = [run for run in runs if run.retry_of == lost.id]
+    assert rerun.params == lost.params and rerun.state == RunState.FINISHED
+    assert store.sweep(sweep_id).state == "FINISHED"
+    assert not processes_mentioning(sweep_id)
+
+
+def test_the_agent_gives_up_on_failing_trials_naming_the_cause(tmp_path: Path) -> None:
+    store = LocalBackend(os.environ["WBSWEEP_STORE"])
+    code = (
+        "import sys; print('Loading...'); "
+        "print('wbsweep.trial: error: model_init raised ValueError: no size 7'); sys.exit(6)"
+    )
+    sweep_id = store.create(
+        {
+            "method": "grid",
+            "metric": {"name": "objective", "goal": "minimize"},
+            "parameters": {"x": {"values": list(range(10))}},
+            "command": [sys.executable, "-c", code],
+        }
+    )
+    result = subprocess.run(
+        [WBSWEEP, "agent", sweep_id, "--max-consecutive-failures", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == EXIT_GAVE_UP, result.stdout + result.stderr
+    assert "2 trials failed in a row" in result.stdout
+    assert "model_init raised ValueError: no size 7" in result.stdout
+    runs = store.runs(sweep_id)
+    assert [run.state for run in runs] == [RunState.FAILED] * 2
+    assert {run.reason for run in runs} == {"model_init raised ValueError: no size 7"}
+    shown = invoke("status", sweep_id)
+    assert "model_init raised ValueError" in shown.stdout

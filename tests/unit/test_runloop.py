@@ -16,7 +16,7 @@ import pytest
 from wbsweep.backends.base import ClaimedRun, DriveOptions, RunRecord, RunState, SweepState
 from wbsweep.backends.local import LocalBackend
 from wbsweep.errors import EXIT_FAILED
-from wbsweep.runloop import RunLoop, in_process
+from wbsweep.runloop import RunLoop, TrialEnd, in_process
 
 
 def grid_sweep(store: LocalBackend, values: list[int]) -> str:
@@ -36,30 +36,44 @@ def store(tmp_path: Path) -> LocalBackend:
 
 def test_every_run_ends_recorded_and_the_sweep_finishes(store: LocalBackend) -> None:
     sweep_id = grid_sweep(store, [1, 2, 3])
-    codes = {1: 0, 2: 3, 3: None}  # finished, failed, killed by a signal
+    ends = {1: TrialEnd(0), 2: TrialEnd(3, "ValueError: bad"), 3: TrialEnd(None)}
 
-    def runner(run: RunRecord) -> int | None:
-        return codes[run.params["x"]]
+    def runner(run: RunRecord) -> TrialEnd:
+        return ends[run.params["x"]]
 
     outcomes = RunLoop(store, sweep_id, runner, DriveOptions("w")).run()
-    assert [o.state for o in outcomes] == [RunState.FINISHED, RunState.FAILED, RunState.CRASHED]
-    states = {r.params["x"]: r.state for r in store.runs(sweep_id)}
-    assert states == {1: RunState.FINISHED, 2: RunState.FAILED, 3: RunState.CRASHED}
+    ended = [RunState.FINISHED, RunState.FAILED, RunState.CRASHED, RunState.CRASHED]
+    assert [o.state for o in outcomes] == ended  # the crashed run's params ran once more
+    runs = store.runs(sweep_id)
+    assert [r.state for r in runs] == ended
+    assert [r.reason for r in runs] == [None, "ValueError: bad", None, None]
+    assert runs[3].params == runs[2].params and runs[3].retry_of == runs[2].id
+    assert store.sweep(sweep_id).state == SweepState.FINISHED
+
+
+def test_no_retries_when_max_retries_is_zero(store: LocalBackend) -> None:
+    sweep_id = grid_sweep(store, [1])
+    options = DriveOptions("w", max_retries=0)
+    outcomes = RunLoop(store, sweep_id, lambda run: TrialEnd(None), options).run()
+    assert [o.state for o in outcomes] == [RunState.CRASHED]
     assert store.sweep(sweep_id).state == SweepState.FINISHED
 
 
 def test_count_caps_this_loop_only(store: LocalBackend) -> None:
     sweep_id = grid_sweep(store, [1, 2, 3])
-    assert len(RunLoop(store, sweep_id, lambda run: 0, DriveOptions("w", count=2)).run()) == 2
+    assert (
+        len(RunLoop(store, sweep_id, lambda run: TrialEnd(0), DriveOptions("w", count=2)).run())
+        == 2
+    )
     assert store.sweep(sweep_id).state == SweepState.RUNNING  # one grid point is left
-    assert len(RunLoop(store, sweep_id, lambda run: 0, DriveOptions("w2")).run()) == 1
+    assert len(RunLoop(store, sweep_id, lambda run: TrialEnd(0), DriveOptions("w2")).run()) == 1
 
 
 def test_consecutive_failure_limit_stops_the_loop(store: LocalBackend) -> None:
     sweep_id = grid_sweep(store, list(range(10)))
     lines: list[str] = []
     options = DriveOptions("w", max_consecutive_failures=3, log=lines.append)
-    outcomes = RunLoop(store, sweep_id, lambda run: 1, options).run()
+    outcomes = RunLoop(store, sweep_id, lambda run: TrialEnd(1), options).run()
     assert len(outcomes) == 3 and all(o.state == RunState.FAILED for o in outcomes)
     assert any("3 trials failed in a row" in line for line in lines)
 
@@ -67,8 +81,8 @@ def test_consecutive_failure_limit_stops_the_loop(store: LocalBackend) -> None:
 def test_a_success_resets_the_failure_count(store: LocalBackend) -> None:
     sweep_id = grid_sweep(store, list(range(6)))
 
-    def runner(run: RunRecord) -> int:
-        return 0 if run.params["x"] % 2 else 1  # fail, succeed, fail, ...
+    def runner(run: RunRecord) -> TrialEnd:
+        return TrialEnd(0 if run.params["x"] % 2 else 1)  # fail, succeed, fail, ...
 
     outcomes = RunLoop(store, sweep_id, runner, DriveOptions("w", max_consecutive_failures=2)).run()
     assert len(outcomes) == 6
@@ -80,9 +94,9 @@ def test_stop_ends_after_the_current_trial_which_is_recorded_stopped(
     sweep_id = grid_sweep(store, [1, 2, 3])
     loop: RunLoop
 
-    def runner(run: RunRecord) -> int:
+    def runner(run: RunRecord) -> TrialEnd:
         loop.stop()  # what the worker's SIGTERM handler does
-        return 143
+        return TrialEnd(143)
 
     loop = RunLoop(store, sweep_id, runner, DriveOptions("w"))
     outcomes = loop.run()
@@ -93,7 +107,7 @@ def test_stop_ends_after_the_current_trial_which_is_recorded_stopped(
 def test_an_interrupted_runner_still_leaves_no_run_running(store: LocalBackend) -> None:
     sweep_id = grid_sweep(store, [1, 2])
 
-    def runner(run: RunRecord) -> int:
+    def runner(run: RunRecord) -> TrialEnd:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -108,7 +122,9 @@ def test_paused_sweep_waits_then_goes_on_when_resumed(store: LocalBackend) -> No
     resume = threading.Timer(0.3, store.set_state, (sweep_id, SweepState.RUNNING))
     resume.start()
     started = time.monotonic()
-    outcomes = RunLoop(store, sweep_id, lambda run: 0, DriveOptions("w"), paused_poll=0.05).run()
+    outcomes = RunLoop(
+        store, sweep_id, lambda run: TrialEnd(0), DriveOptions("w"), paused_poll=0.05
+    ).run()
     assert time.monotonic() - started >= 0.3
     assert [o.state for o in outcomes] == [RunState.FINISHED]
 
@@ -124,6 +140,7 @@ def test_in_process_trials_get_the_queue_and_offline_runs(store: LocalBackend) -
 
     outcomes = RunLoop(store, sweep_id, in_process(store, trial), DriveOptions("w")).run()
     assert [o.state for o in outcomes] == [RunState.FINISHED, RunState.FAILED]
+    assert store.runs(sweep_id)[1].reason == "ValueError: no 2 today"
     first: Any = seen[0]
     assert first.reporter is store and first.wandb_mode == "offline"
     assert first.wandb_group == f"sweep-{sweep_id}" and first.sweep_id == sweep_id

@@ -79,8 +79,14 @@ def _migration_2(db: sqlite3.Connection) -> None:
     )
 
 
+def _migration_3(db: sqlite3.Connection) -> None:
+    """Reruns of crashed runs, and why a run failed."""
+    db.execute("ALTER TABLE runs ADD COLUMN retry_of TEXT REFERENCES runs(id)")
+    db.execute("ALTER TABLE runs ADD COLUMN reason TEXT")
+
+
 #: Ordered; migration ``n`` is ``MIGRATIONS[n - 1]``. Append, never edit or reorder.
-MIGRATIONS: list[Migration] = [_migration_1, _migration_2]
+MIGRATIONS: list[Migration] = [_migration_1, _migration_2, _migration_3]
 
 
 class SqliteFile:

@@ -32,9 +32,13 @@ not shared between threads.
 from __future__ import annotations
 
 import abc
+import os
 from typing import Any
 
+from wbsweep.backends._liveness import DEFAULT_HEARTBEAT_TIMEOUT, heartbeat_every
 from wbsweep.backends.records import (
+    DEFAULT_MAX_FAILURES,
+    DEFAULT_MAX_RETRIES,
     ClaimedRun,
     DriveOptions,
     InProcessTrial,
@@ -45,6 +49,8 @@ from wbsweep.backends.records import (
 from wbsweep.states import RunState, SweepState
 
 __all__ = [
+    "DEFAULT_MAX_FAILURES",
+    "DEFAULT_MAX_RETRIES",
     "Backend",
     "ClaimedRun",
     "DriveOptions",
@@ -73,11 +79,28 @@ class RunQueue(abc.ABC):
       a run in a terminal state (a late heartbeat, result or history row) are
       ignored, so it never changes again.
     * ``sweep_state`` and ``history`` are plain reads: they never wait for a writer.
+    * A ``running`` run whose worker sent no heartbeat for ``heartbeat_timeout``
+      seconds is ``crashed``: every read shows it so at once, and the next
+      claim or finish of the sweep records it. A crashed run's params run
+      again (``retry_of`` names it) until a chain of reruns reaches
+      ``max_retries``; a rerun crashed run does not count toward ``run_cap``.
     """
 
+    #: Seconds without a heartbeat after which a running run counts as crashed.
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
+
+    @property
+    def heartbeat_every(self) -> float:
+        """How often a live worker should call :meth:`heartbeat` while its trial runs."""
+        return heartbeat_every(self.heartbeat_timeout)
+
     @abc.abstractmethod
-    def claim_next(self, sweep_id: str, worker: str) -> RunRecord | None:
+    def claim_next(
+        self, sweep_id: str, worker: str, *, max_retries: int = DEFAULT_MAX_RETRIES
+    ) -> RunRecord | None:
         """Choose the sweep's next run and mark it ``running`` for ``worker``.
+
+        A crashed run's params come first (as a rerun), then the engine's choice.
 
         Returns:
             The run, or ``None`` when the sweep is not running, ``run_cap`` is
@@ -125,18 +148,26 @@ class RunQueue(abc.ABC):
         """The objective (stored as ``None`` when not finite) and final metrics."""
 
     @abc.abstractmethod
-    def finish_run(self, run_id: str, *, exit_code: int | None, stopped: bool = False) -> RunState:
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        exit_code: int | None,
+        stopped: bool = False,
+        reason: str | None = None,
+    ) -> RunState:
         """Close a run after its trial ended; return the state it ended in.
 
         Exit code 0 is ``finished``; a trial stopped on purpose is ``stopped``;
         killed by a signal (``None``, negative, or 128 and above) is
-        ``crashed``; any other non-zero exit is ``failed``. A run already in a
-        terminal state keeps it, and that state is returned.
+        ``crashed``; any other non-zero exit is ``failed``. ``reason`` (one
+        line) is kept for a failed or crashed run. A run already in a terminal
+        state keeps it, and that state is returned.
         """
 
     @abc.abstractmethod
-    def maybe_finish_sweep(self, sweep_id: str) -> bool:
-        """Mark the sweep finished once no run can start and none is running.
+    def maybe_finish_sweep(self, sweep_id: str, *, max_retries: int = DEFAULT_MAX_RETRIES) -> bool:
+        """Mark the sweep finished once no run can start (a rerun included) and none is running.
 
         Returns:
             Whether the sweep is over (finished or canceled).
@@ -149,6 +180,10 @@ class RunQueue(abc.ABC):
     @abc.abstractmethod
     def work_dir(self, sweep_id: str) -> str:
         """A directory for the sweep's params files and trial logs (created on demand)."""
+
+    def trial_log(self, sweep_id: str, run_id: str) -> str:
+        """Where a worker writes the output of the run's trial process."""
+        return os.path.join(self.work_dir(sweep_id), f"run-{run_id}.log")
 
 
 class Backend(abc.ABC):

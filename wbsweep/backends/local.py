@@ -13,6 +13,7 @@ the W&B backend.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,10 +26,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from wbsweep.backends import _liveness as liveness
 from wbsweep.backends._engine import next_params
+from wbsweep.backends._rows import histories, run_record, run_rows, sweep_record, sweep_row
 from wbsweep.backends._sqlite import SqliteFile
-from wbsweep.backends.base import Backend, RunQueue, RunRecord, RunState, SweepRecord, SweepState
-from wbsweep.errors import StoreError, SweepNotFoundError, SweepStateError, UsageError
+from wbsweep.backends.base import (
+    DEFAULT_MAX_RETRIES,
+    Backend,
+    RunQueue,
+    RunRecord,
+    RunState,
+    SweepRecord,
+    SweepState,
+)
+from wbsweep.errors import StoreError, SweepStateError, UsageError
 from wbsweep.values import plain_metrics
 
 __all__ = ["DEFAULT_STORE", "STORE_ENV", "SWEEP_ID_ENV", "LocalBackend", "default_store_path"]
@@ -59,9 +70,12 @@ class LocalBackend(Backend, RunQueue):
 
     name = "local"
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, heartbeat_timeout: float | None = None
+    ) -> None:
         self.path = Path(path).absolute() if path is not None else default_store_path()
         self._db = SqliteFile(self.path)
+        self.heartbeat_timeout = heartbeat_timeout or liveness.heartbeat_timeout()
 
     # -- the Backend contract -------------------------------------------------------
 
@@ -88,12 +102,12 @@ class LocalBackend(Backend, RunQueue):
 
     def sweep(self, sweep_id: str) -> SweepRecord:
         with self._db.transaction() as db:
-            return _sweep(db, sweep_id)
+            return sweep_row(db, sweep_id)
 
     def runs(self, sweep_id: str) -> list[RunRecord]:
         with self._db.transaction() as db:
-            _sweep(db, sweep_id)
-            return _runs(db, sweep_id)
+            sweep_row(db, sweep_id)
+            return [self._as_seen(run, time.time()) for run in run_rows(db, sweep_id)]
 
     def run(self, run_id: str) -> RunRecord:
         """One run by id.
@@ -102,18 +116,18 @@ class LocalBackend(Backend, RunQueue):
             StoreError: No such run.
         """
         with self._db.transaction() as db:
-            return _run_record(self._run_row(db, run_id))
+            return self._as_seen(run_record(self._run_row(db, run_id)), time.time())
 
     def sweeps(self) -> list[SweepRecord]:
         """Every sweep in this store, oldest first."""
         with self._db.transaction() as db:
             rows = db.execute("SELECT * FROM sweeps ORDER BY created_at").fetchall()
-        return [_sweep_record(row) for row in rows]
+        return [sweep_record(row) for row in rows]
 
     def set_state(self, sweep_id: str, state: SweepState) -> None:
         wanted = _sweep_state(state)
         with self._db.transaction(write=True) as db:
-            current = _sweep(db, sweep_id).state
+            current = sweep_row(db, sweep_id).state
             if current.terminal and wanted != current:
                 raise SweepStateError(
                     f"sweep {sweep_id} is {current.value.lower()} and cannot change"
@@ -131,30 +145,36 @@ class LocalBackend(Backend, RunQueue):
 
     # -- the RunQueue contract ------------------------------------------------------
 
-    def claim_next(self, sweep_id: str, worker: str) -> RunRecord | None:
+    def claim_next(
+        self, sweep_id: str, worker: str, *, max_retries: int = DEFAULT_MAX_RETRIES
+    ) -> RunRecord | None:
         with self._db.transaction(write=True) as db:
-            sweep = _sweep(db, sweep_id)
+            sweep = sweep_row(db, sweep_id)
             if sweep.state != SweepState.RUNNING:
                 return None
-            runs = _runs(db, sweep_id)
-            if sweep.run_cap is not None and len(runs) >= sweep.run_cap:
+            now = time.time()
+            runs = self._reaped(db, sweep_id, now)
+            retry = liveness.next_retry(runs, max_retries)
+            if retry is not None:
+                params: dict[str, Any] | None = retry.params
+            elif sweep.run_cap is not None and liveness.counted(runs) >= sweep.run_cap:
                 return None
-            params = next_params(sweep, runs, _histories(db, "sweep_id", sweep_id))
+            else:
+                params = next_params(sweep, runs, histories(db, "sweep_id", sweep_id))
             if params is None:
                 return None
-            now = time.time()
             run_id = _new_id()
             db.execute(
                 "INSERT INTO runs (id, sweep_id, seq, state, params, worker, created_at,"
-                " claimed_at, heartbeat_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                " claimed_at, heartbeat_at, retry_of) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (run_id, sweep_id, len(runs), RunState.RUNNING.value, json.dumps(params), worker)
-                + (now, now, now),
+                + (now, now, now, retry.id if retry is not None else None),
             )
-            return _run_record(self._run_row(db, run_id))
+            return run_record(self._run_row(db, run_id))
 
     def sweep_state(self, sweep_id: str) -> SweepState:
         with self._db.transaction() as db:
-            return _sweep(db, sweep_id).state
+            return sweep_row(db, sweep_id).state
 
     def heartbeat(self, run_id: str) -> None:
         self._update_live_run(run_id, "heartbeat_at = ?", (time.time(),))
@@ -176,7 +196,7 @@ class LocalBackend(Backend, RunQueue):
     def history(self, run_id: str) -> list[dict[str, Any]]:
         with self._db.transaction() as db:
             self._run_row(db, run_id)
-            return _histories(db, "id", run_id).get(run_id, [])
+            return histories(db, "id", run_id).get(run_id, [])
 
     def record_result(self, run_id: str, objective: float, metrics: dict[str, Any]) -> None:
         value = float(objective)
@@ -186,7 +206,14 @@ class LocalBackend(Backend, RunQueue):
             (value if math.isfinite(value) else None, json.dumps(plain_metrics(metrics))),
         )
 
-    def finish_run(self, run_id: str, *, exit_code: int | None, stopped: bool = False) -> RunState:
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        exit_code: int | None,
+        stopped: bool = False,
+        reason: str | None = None,
+    ) -> RunState:
         with self._db.transaction(write=True) as db:
             current = RunState(self._run_row(db, run_id)["state"])
             if current.terminal:
@@ -199,24 +226,27 @@ class LocalBackend(Backend, RunQueue):
                 state = RunState.CRASHED
             else:
                 state = RunState.FAILED
+            kept = _one_line(reason) if reason and state in _FAILURES else None
             db.execute(
-                "UPDATE runs SET state = ?, exit_code = ?, finished_at = ? WHERE id = ?",
-                (state.value, exit_code, time.time(), run_id),
+                "UPDATE runs SET state = ?, exit_code = ?, finished_at = ?, reason = ?"
+                " WHERE id = ?",
+                (state.value, exit_code, time.time(), kept, run_id),
             )
             return state
 
-    def maybe_finish_sweep(self, sweep_id: str) -> bool:
+    def maybe_finish_sweep(self, sweep_id: str, *, max_retries: int = DEFAULT_MAX_RETRIES) -> bool:
         with self._db.transaction(write=True) as db:
-            sweep = _sweep(db, sweep_id)
+            sweep = sweep_row(db, sweep_id)
             if sweep.state != SweepState.RUNNING:
                 return sweep.state.terminal
-            runs = _runs(db, sweep_id)
+            runs = self._reaped(db, sweep_id, time.time())
             if any(not run.state.terminal for run in runs):
                 return False
-            over = sweep.run_cap is not None and len(runs) >= sweep.run_cap
+            if liveness.next_retry(runs, max_retries) is not None:
+                return False
+            over = sweep.run_cap is not None and liveness.counted(runs) >= sweep.run_cap
             if not over and sweep.config.get("method") == "grid":
-                histories = _histories(db, "sweep_id", sweep_id)
-                over = next_params(sweep, runs, histories) is None
+                over = next_params(sweep, runs, histories(db, "sweep_id", sweep_id)) is None
             if over:
                 db.execute(
                     "UPDATE sweeps SET state = ? WHERE id = ?",
@@ -235,6 +265,28 @@ class LocalBackend(Backend, RunQueue):
     def work_dir(self, sweep_id: str) -> str:
         return str(self.path.parent / f"sweep-{sweep_id}")
 
+    # -- liveness -------------------------------------------------------------------
+
+    def _as_seen(self, run: RunRecord, now: float) -> RunRecord:
+        """A run as a reader sees it: crashed once its worker stopped heartbeating."""
+        if not liveness.is_stale(run, now, self.heartbeat_timeout):
+            return run
+        return dataclasses.replace(run, state=RunState.CRASHED, reason=self._lost(run))
+
+    def _reaped(self, db: sqlite3.Connection, sweep_id: str, now: float) -> list[RunRecord]:
+        """The sweep's runs after recording every stale one as crashed (in a write)."""
+        runs = run_rows(db, sweep_id)
+        for run in runs:
+            if liveness.is_stale(run, now, self.heartbeat_timeout):
+                db.execute(
+                    "UPDATE runs SET state = ?, finished_at = ?, reason = ? WHERE id = ?",
+                    (RunState.CRASHED.value, now, self._lost(run), run.id),
+                )
+        return [self._as_seen(run, now) for run in runs]
+
+    def _lost(self, run: RunRecord) -> str:
+        return f"worker {run.worker} sent no heartbeat for {self.heartbeat_timeout:g} s"
+
     # -- rows -----------------------------------------------------------------------
 
     def _run_row(self, db: sqlite3.Connection, run_id: str) -> sqlite3.Row:
@@ -252,6 +304,12 @@ class LocalBackend(Backend, RunQueue):
 
 
 _TERMINAL = frozenset(state.value for state in RunState if state.terminal)
+_FAILURES = (RunState.FAILED, RunState.CRASHED)
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _sweep_state(state: SweepState | str) -> SweepState:
@@ -260,60 +318,6 @@ def _sweep_state(state: SweepState | str) -> SweepState:
     except ValueError:
         expected = ", ".join(s.value for s in SweepState)
         raise UsageError(f"unknown sweep state {state!r}; expected one of {expected}") from None
-
-
-def _sweep(db: sqlite3.Connection, sweep_id: str) -> SweepRecord:
-    row = db.execute("SELECT * FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
-    if row is None:
-        raise SweepNotFoundError(f"no sweep {sweep_id!r} in the local store")
-    return _sweep_record(row)
-
-
-def _runs(db: sqlite3.Connection, sweep_id: str) -> list[RunRecord]:
-    rows = db.execute("SELECT * FROM runs WHERE sweep_id = ? ORDER BY seq", (sweep_id,))
-    return [_run_record(row) for row in rows]
-
-
-def _histories(db: sqlite3.Connection, where: str, value: str) -> dict[str, list[dict[str, Any]]]:
-    """Reported histories by run, each by step: ``{"_step": step, **metrics}``."""
-    rows = db.execute(
-        "SELECT history.run_id, history.step, history.metrics FROM history"
-        f" JOIN runs ON runs.id = history.run_id WHERE runs.{where} = ?"
-        " ORDER BY history.run_id, history.step",
-        (value,),
-    )
-    out: dict[str, list[dict[str, Any]]] = {}
-    for run_id, step, metrics in rows:
-        out.setdefault(run_id, []).append({"_step": step, **json.loads(metrics)})
-    return out
-
-
-def _sweep_record(row: sqlite3.Row) -> SweepRecord:
-    return SweepRecord(
-        id=row["id"],
-        config=json.loads(row["config"]),
-        state=SweepState(row["state"]),
-        sweep_file=row["sweep_file"],
-        created_at=row["created_at"],
-    )
-
-
-def _run_record(row: sqlite3.Row) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        sweep_id=row["sweep_id"],
-        state=RunState(row["state"]),
-        params=json.loads(row["params"]),
-        objective=row["objective"],
-        metrics=json.loads(row["metrics"]),
-        exit_code=row["exit_code"],
-        worker=row["worker"],
-        created_at=row["created_at"],
-        claimed_at=row["claimed_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        heartbeat_at=row["heartbeat_at"],
-    )
 
 
 def _without_step(metrics: Mapping[str, Any]) -> dict[str, Any]:

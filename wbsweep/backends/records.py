@@ -7,13 +7,27 @@ with the contract that produces them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from wbsweep.errors import UsageError
 from wbsweep.states import RunState, SweepState
 
+#: How many times a crashed run's params run again, as a chain of reruns.
+DEFAULT_MAX_RETRIES = 1
+#: As ``wandb agent`` (``WANDB_AGENT_MAX_INITIAL_FAILURES``): several failures in a
+#: row usually mean a bug in the sweep file, not bad luck.
+DEFAULT_MAX_FAILURES = 5
+#: How ``wbsweep agent`` passes ``--max-consecutive-failures`` and ``--max-retries`` on.
+MAX_FAILURES_ENV = "WBSWEEP_MAX_CONSECUTIVE_FAILURES"
+MAX_RETRIES_ENV = "WBSWEEP_MAX_RETRIES"
+
 __all__ = [
+    "DEFAULT_MAX_FAILURES",
+    "DEFAULT_MAX_RETRIES",
+    "MAX_FAILURES_ENV",
+    "MAX_RETRIES_ENV",
     "ClaimedRun",
     "DriveOptions",
     "InProcessTrial",
@@ -45,6 +59,10 @@ class RunRecord:
     started_at: float | None = None
     finished_at: float | None = None
     heartbeat_at: float | None = None
+    #: The crashed run whose params this run runs again.
+    retry_of: str | None = None
+    #: Why the run failed or crashed, in one line (the trial's own error line).
+    reason: str | None = None
 
     @property
     def has_finite_objective(self) -> bool:
@@ -123,9 +141,43 @@ class DriveOptions:
         count: The most trials it runs [default: until the sweep has none left].
         max_consecutive_failures: It stops after this many failed in a row.
         log: Where it says what it does (one line at a time).
+        max_retries: How many times a crashed run's params run again.
     """
 
     worker: str
     count: int | None = None
     max_consecutive_failures: int | None = None
     log: Callable[[str], None] | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+
+    def env(self) -> dict[str, str]:
+        """The limits as environment variables, for a worker process to read back."""
+        env = {MAX_RETRIES_ENV: str(self.max_retries)}
+        if self.max_consecutive_failures is not None:
+            env[MAX_FAILURES_ENV] = str(self.max_consecutive_failures)
+        return env
+
+    @classmethod
+    def from_env(
+        cls, worker: str, environ: Mapping[str, str], log: Callable[[str], None] | None = None
+    ) -> DriveOptions:
+        """A worker process's options: its limits from ``environ`` (see :meth:`env`).
+
+        Raises:
+            UsageError: A limit is set to something other than a whole number in range.
+        """
+        return cls(
+            worker,
+            max_consecutive_failures=_count(environ, MAX_FAILURES_ENV, DEFAULT_MAX_FAILURES, 1),
+            log=log,
+            max_retries=_count(environ, MAX_RETRIES_ENV, DEFAULT_MAX_RETRIES, 0),
+        )
+
+
+def _count(environ: Mapping[str, str], name: str, default: int, low: int) -> int:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < low:
+        raise UsageError(f"{name} must be a whole number of at least {low}, got {text!r}")
+    return int(text)
