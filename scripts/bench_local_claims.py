@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from wbsweep.backends.base import RunEnd
 from wbsweep.backends.local import LocalBackend
 
 PARAMETERS = {
@@ -41,7 +42,7 @@ def claim_and_finish(store: LocalBackend, sweep_id: str) -> float:
     elapsed = time.perf_counter() - started
     assert run is not None
     store.record_result(run.id, float(run.params["learning_rate"]), {})
-    store.finish_run(run.id, exit_code=0)
+    store.finish_run(run.id, RunEnd(0))
     return elapsed
 
 

@@ -86,6 +86,7 @@ def invoke_status(sweep_id: str) -> dict[str, Any]:
 
 def sweep_with_results(objectives: list[float]) -> tuple[str, list[dict]]:
     """A tiny.py sweep whose runs finished with ``objectives`` (no training needed)."""
+    from wbsweep.backends.base import RunEnd
     from wbsweep.backends.local import LocalBackend
 
     sweep_id = invoke_create(SWEEPS / "tiny.py", "--n-trials", str(len(objectives)))
@@ -95,7 +96,7 @@ def sweep_with_results(objectives: list[float]) -> tuple[str, list[dict]]:
         run = store.claim_next(sweep_id, "test")
         assert run is not None
         store.record_result(run.id, objective, {"eval_loss": objective})
-        store.finish_run(run.id, exit_code=0)
+        store.finish_run(run.id, RunEnd(0))
         runs.append({"id": run.id, "params": run.params, "objective": objective})
     return sweep_id, runs
 

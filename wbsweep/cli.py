@@ -164,6 +164,12 @@ def create(
     click.echo(f"  {shlex.join(agent_argv)}")
 
 
+def _count_option(name: str, low: int, default: int, text: str) -> Any:
+    return click.option(
+        name, type=click.IntRange(min=low), default=default, show_default=True, help=text
+    )
+
+
 @main.command()
 @click.argument("sweep")
 @click.option("--workers", type=int, default=None, help="Workers on this node (CPU: default 1).")
@@ -171,20 +177,13 @@ def create(
     "--processes-per-trial", type=int, default=None, help="CPU ranks per trial [default: 1]."
 )
 @click.option("--gpus-per-trial", type=int, default=None, help="GPUs (ranks) per trial.")
-@click.option(
+@_count_option(
     "--max-consecutive-failures",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_FAILURES,
-    show_default=True,
-    help="A worker gives up after this many trials failed in a row.",
+    1,
+    DEFAULT_MAX_FAILURES,
+    "A worker gives up after this many trials failed in a row.",
 )
-@click.option(
-    "--max-retries",
-    type=click.IntRange(min=0),
-    default=DEFAULT_MAX_RETRIES,
-    show_default=True,
-    help="How many times a crashed run's params run again.",
-)
+@_count_option("--max-retries", 0, DEFAULT_MAX_RETRIES, "Reruns of a crashed run's params.")
 @store_option
 def agent(
     sweep: str,

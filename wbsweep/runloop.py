@@ -18,6 +18,7 @@ trains in its own process (:func:`in_process`). The loop owns the rest:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from wbsweep.backends.base import (
     ClaimedRun,
     DriveOptions,
     InProcessTrial,
+    RunEnd,
     RunQueue,
     RunRecord,
     RunState,
@@ -34,21 +36,13 @@ from wbsweep.backends.base import (
 )
 from wbsweep.errors import EXIT_FAILED, WbsweepError
 
-__all__ = ["RunLoop", "TrialEnd", "TrialOutcome", "TrialRunner", "in_process"]
+__all__ = ["RunLoop", "TrialOutcome", "TrialRunner", "in_process"]
 
 PAUSED_POLL = 2.0
 
 
-@dataclass(frozen=True)
-class TrialEnd:
-    """How a runner saw its trial end: the exit code (``None``: killed) and why, in one line."""
-
-    exit_code: int | None
-    reason: str | None = None
-
-
-#: Runs one claimed run to its end and says how it ended.
-TrialRunner = Callable[[RunRecord], TrialEnd]
+#: Runs one claimed run to its end and says how it ended (the loop decides ``stopped``).
+TrialRunner = Callable[[RunRecord], RunEnd]
 
 
 @dataclass(frozen=True)
@@ -130,22 +124,18 @@ class RunLoop:
 
     def _run_one(self, run: RunRecord) -> TrialOutcome:
         started = time.monotonic()
-        end = TrialEnd(EXIT_FAILED)
-        stopped = True  # unless the runner returns: Ctrl-C or SIGTERM ended it
+        # Unless the runner returns, Ctrl-C or SIGTERM ended it: the run was stopped.
+        end = RunEnd(EXIT_FAILED, stopped=True)
         beat = _Heartbeat(self.queue, run.id)
         try:
-            end = self.runner(run)
-            stopped = self._stopping
+            end = dataclasses.replace(self.runner(run), stopped=self._stopping)
         except Exception as exc:
-            stopped = False  # the runner itself broke: the run failed
-            end = TrialEnd(EXIT_FAILED, _reason(exc))
+            end = RunEnd(EXIT_FAILED, _reason(exc))  # the runner itself broke: the run failed
             raise
         finally:
             beat.stop()
             # Recorded however the runner ended: no run stays `running`.
-            state = self.queue.finish_run(
-                run.id, exit_code=end.exit_code, stopped=stopped, reason=end.reason
-            )
+            state = self.queue.finish_run(run.id, end)
         return TrialOutcome(run.id, state, end.exit_code, time.monotonic() - started)
 
 
@@ -187,7 +177,7 @@ def in_process(queue: RunQueue, trial: InProcessTrial) -> TrialRunner:
     offline unless ``WANDB_MODE`` says otherwise, grouped by sweep.
     """
 
-    def run_here(run: RunRecord) -> TrialEnd:
+    def run_here(run: RunRecord) -> RunEnd:
         claimed = ClaimedRun(
             run_id=run.id,
             sweep_id=run.sweep_id,
@@ -199,7 +189,7 @@ def in_process(queue: RunQueue, trial: InProcessTrial) -> TrialRunner:
         try:
             trial(claimed)
         except Exception as exc:  # noqa: BLE001 - the trial logged it; the run failed for it
-            return TrialEnd(EXIT_FAILED, _reason(exc))
-        return TrialEnd(0)
+            return RunEnd(EXIT_FAILED, _reason(exc))
+        return RunEnd(0)
 
     return run_here

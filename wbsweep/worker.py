@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -26,6 +25,7 @@ from wbsweep import procs
 from wbsweep.backends.base import (
     Backend,
     DriveOptions,
+    RunEnd,
     RunQueue,
     RunRecord,
     RunState,
@@ -33,7 +33,7 @@ from wbsweep.backends.base import (
 )
 from wbsweep.command import expand_command
 from wbsweep.errors import EXIT_GAVE_UP, EXIT_OK, UsageError, WbsweepError
-from wbsweep.runloop import RunLoop, TrialEnd, TrialOutcome
+from wbsweep.runloop import RunLoop, TrialOutcome
 
 __all__ = ["Worker", "main", "trial_env"]
 
@@ -62,33 +62,23 @@ class Worker:
     """Runs trials of one sweep as process groups, one at a time, until none is left."""
 
     def __init__(
-        self,
-        backend: Backend,
-        sweep_id: str,
-        *,
-        name: str | None = None,
-        count: int | None = None,
-        limits: DriveOptions | None = None,
-        kill_delay: float | None = None,
-        log: Callable[[str], None] | None = None,
+        self, backend: Backend, sweep_id: str, options: DriveOptions | None = None
     ) -> None:
+        """A worker for ``sweep_id``; ``options`` name it and set its limits and log."""
         queue = backend.queue
         if queue is None:
             raise UsageError(f"the {backend.name} backend hands out runs through its own agent")
         self.queue: RunQueue = queue
         self.sweep_id = sweep_id
         self.config = backend.sweep(sweep_id).config
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.kill_delay = (
-            kill_delay
-            if kill_delay is not None
-            else float(os.environ.get(KILL_DELAY_ENV, DEFAULT_KILL_DELAY))
-        )
-        self.log = log or _print
+        options = options or DriveOptions("")
+        self.name = options.worker or f"{socket.gethostname()}-{os.getpid()}"
+        # `wandb agent`'s own variable works too, so one setting serves both backends.
+        delay = os.environ.get(KILL_DELAY_ENV) or os.environ.get("WANDB_AGENT_KILL_DELAY")
+        self.kill_delay = float(delay) if delay else DEFAULT_KILL_DELAY
+        self.log = options.log or _print
         self.run_dir = Path(queue.work_dir(sweep_id))
-        options = dataclasses.replace(
-            limits or DriveOptions(self.name), worker=self.name, count=count, log=self.log
-        )
+        options = dataclasses.replace(options, worker=self.name, log=self.log)
         self.loop = RunLoop(queue, sweep_id, self.run_trial, options, on_end=self._ended)
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -103,7 +93,7 @@ class Worker:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def run_trial(self, run: RunRecord) -> TrialEnd:
+    def run_trial(self, run: RunRecord) -> RunEnd:
         """Run one claimed run's command to its end: its exit code and, if it failed, why."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         params_file = self.run_dir / f"config-{run.id}.json"
@@ -124,12 +114,12 @@ class Worker:
                 self._proc = procs.start_group(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
             except OSError as exc:
                 out.write(f"cannot start {argv[0]!r}: {exc}\n".encode())
-                return TrialEnd(_EXIT_CANNOT_START, f"cannot start {argv[0]!r}: {exc}")
+                return RunEnd(_EXIT_CANNOT_START, f"cannot start {argv[0]!r}: {exc}")
             try:
                 exit_code = self._wait()
             finally:
                 self._proc = None
-        return TrialEnd(exit_code, None if exit_code == 0 else failure_reason(log, exit_code))
+        return RunEnd(exit_code, None if exit_code == 0 else failure_reason(log, exit_code))
 
     def _log_path(self, run: RunRecord) -> Path:
         return Path(self.queue.trial_log(self.sweep_id, run.id))
@@ -220,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     store, sweep_id = args[0], args[1]
     name = args[2] if len(args) > 2 else None
     try:
-        limits = DriveOptions.from_env(name or "", os.environ)
-        worker = Worker(open_backend("local", store=store), sweep_id, name=name, limits=limits)
+        options = DriveOptions.from_env(name or "", os.environ)
+        worker = Worker(open_backend("local", store=store), sweep_id, options)
         worker.run()
     except WbsweepError as exc:
         print(f"wbsweep.worker: error: {exc}", file=sys.stderr, flush=True)

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from wandb_double import WandbDouble
 
-from wbsweep.backends.base import Backend
+from wbsweep.backends.base import Backend, RunEnd
 
 #: How a test wants a run to end: ``running`` (not yet), ``finished``, ``failed``, ``stopped``.
 Outcome = str
@@ -81,7 +81,7 @@ def _local(request: pytest.FixtureRequest, tmp_path: Path) -> Supplied:
             queue.record_result(run.id, objective, {"eval_loss": objective})
         if outcome != "running":
             code = {"finished": 0, "failed": 1, "stopped": 143}[outcome]
-            queue.finish_run(run.id, exit_code=code, stopped=outcome == "stopped")
+            queue.finish_run(run.id, RunEnd(code, stopped=outcome == "stopped"))
         return run.id
 
     return Supplied(backend, "nosuchid", add_run, functools.partial(LocalBackend, path))

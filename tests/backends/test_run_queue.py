@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from wbsweep.backends.base import Backend, RunQueue, RunState, SweepState
+from wbsweep.backends.base import Backend, RunEnd, RunQueue, RunState, SweepState
 from wbsweep.errors import StoreError, SweepNotFoundError
 
 GRID: dict[str, Any] = {
@@ -44,7 +44,7 @@ def test_grid_hands_out_every_point_once_then_the_sweep_finishes(queue_backend: 
         seen.append((run.params["a"], run.params["b"]))
         assert not queue.maybe_finish_sweep(sweep_id)  # a run is still running
         queue.record_result(run.id, run.params["a"], {"eval_loss": 0.5})
-        assert queue.finish_run(run.id, exit_code=0) is RunState.FINISHED
+        assert queue.finish_run(run.id, RunEnd(0)) is RunState.FINISHED
     assert sorted(seen) == [(a, b) for a in (1, 2, 3) for b in ("x", "y")]
     assert queue.maybe_finish_sweep(sweep_id)
     assert queue.sweep_state(sweep_id) is SweepState.FINISHED
@@ -63,9 +63,9 @@ def test_run_cap_is_exact_and_only_a_running_sweep_hands_out_runs(queue_backend:
     assert queue.claim_next(sweep_id, "w") is None
     assert [run.id for run in queue_backend.runs(sweep_id)] == [first, second]
 
-    queue.finish_run(first, exit_code=0)
+    queue.finish_run(first, RunEnd(0))
     assert not queue.maybe_finish_sweep(sweep_id)  # the second still runs
-    queue.finish_run(second, exit_code=1)
+    queue.finish_run(second, RunEnd(1))
     assert queue.maybe_finish_sweep(sweep_id)
     assert queue.claim_next(sweep_id, "w") is None
 
@@ -109,13 +109,13 @@ def test_finish_run_states_and_the_first_outcome_stays(
     queue = _queue(queue_backend)
     sweep_id = queue_backend.create(GRID)
     run_id = _claim(queue, sweep_id)
-    assert queue.finish_run(run_id, exit_code=exit_code, stopped=stopped) is state
+    assert queue.finish_run(run_id, RunEnd(exit_code, stopped=stopped)) is state
     (recorded,) = queue_backend.runs(sweep_id)
     assert (recorded.state, recorded.exit_code) == (state, exit_code)
     assert recorded.finished_at is not None
     # A run in a terminal state never changes again.
-    assert queue.finish_run(run_id, exit_code=0) is state
-    assert queue.finish_run(run_id, exit_code=None, stopped=True) is state
+    assert queue.finish_run(run_id, RunEnd(0)) is state
+    assert queue.finish_run(run_id, RunEnd(None, stopped=True)) is state
     assert queue_backend.runs(sweep_id) == [recorded]
 
 
@@ -176,7 +176,7 @@ def test_records_of_an_unknown_run_are_store_errors(queue_backend: Backend) -> N
         "record_history": lambda: queue.record_history("nope", 1, {"loss": 1.0}),
         "history": lambda: queue.history("nope"),
         "record_result": lambda: queue.record_result("nope", 1.0, {}),
-        "finish_run": lambda: queue.finish_run("nope", exit_code=0),
+        "finish_run": lambda: queue.finish_run("nope", RunEnd(0)),
     }
     for name, call in calls.items():
         with pytest.raises(StoreError, match="nope") as raised:
@@ -190,7 +190,7 @@ def test_reports_about_an_ended_run_change_nothing(queue_backend: Backend) -> No
     run_id = _claim(queue, sweep_id)
     queue.record_history(run_id, 1, {"eval_loss": 0.5})
     queue.record_result(run_id, 0.5, {"eval_loss": 0.5})
-    queue.finish_run(run_id, exit_code=0, stopped=True)
+    queue.finish_run(run_id, RunEnd(0, stopped=True))
     (ended,) = queue_backend.runs(sweep_id)
 
     queue.heartbeat(run_id)
@@ -235,7 +235,7 @@ def _claim_all(reopen: Callable[[], Backend], sweep_id: str, worker: str, out: s
     claimed = []
     while (run := queue.claim_next(sweep_id, worker)) is not None:
         claimed.append(run.params)
-        queue.finish_run(run.id, exit_code=0)
+        queue.finish_run(run.id, RunEnd(0))
     Path(out).write_text(json.dumps(claimed))
 
 
@@ -294,11 +294,11 @@ def test_a_run_whose_worker_went_silent_is_crashed_and_its_params_run_again(
     # The lost worker's late reports change nothing: the run stays crashed.
     queue.heartbeat(lost.id)
     queue.record_result(lost.id, 0.1, {})
-    assert queue.finish_run(lost.id, exit_code=0) is RunState.CRASHED
+    assert queue.finish_run(lost.id, RunEnd(0)) is RunState.CRASHED
 
     for run in (alive, rerun):
         queue.record_result(run.id, 0.5, {})
-        assert queue.finish_run(run.id, exit_code=0) is RunState.FINISHED
+        assert queue.finish_run(run.id, RunEnd(0)) is RunState.FINISHED
     assert queue.maybe_finish_sweep(sweep_id)  # with its full count of finished runs
     states = [run.state for run in backend.runs(sweep_id)]
     assert states.count(RunState.FINISHED) == 2 and states.count(RunState.CRASHED) == 1
@@ -309,8 +309,8 @@ def test_a_failed_run_keeps_its_one_line_reason(queue_backend: Backend) -> None:
     sweep_id = queue_backend.create(GRID)
     failed, done = _claim(queue, sweep_id), _claim(queue, sweep_id)
     why = "model_init raised ValueError: no such size\n  (line 12)"
-    assert queue.finish_run(failed, exit_code=1, reason=why) is RunState.FAILED
-    assert queue.finish_run(done, exit_code=0, reason="ignored") is RunState.FINISHED
+    assert queue.finish_run(failed, RunEnd(1, reason=why)) is RunState.FAILED
+    assert queue.finish_run(done, RunEnd(0, reason="ignored")) is RunState.FINISHED
     runs = {run.id: run for run in queue_backend.runs(sweep_id)}
     assert runs[failed].reason == "model_init raised ValueError: no such size (line 12)"
     assert runs[done].reason is None

@@ -15,6 +15,7 @@ import pytest
 from helpers import WBSWEEP, invoke, invoke_status, processes_mentioning, wait_for
 
 from wbsweep import worker as worker_module
+from wbsweep.backends.base import DriveOptions
 from wbsweep.backends.local import LocalBackend
 from wbsweep.errors import EXIT_GAVE_UP
 from wbsweep.states import RunState
@@ -42,7 +43,7 @@ def test_a_running_trial_heartbeats_and_its_log_is_kept(
     sweep_id = sweep_running(store, code)
     lines: list[str] = []
 
-    outcomes = worker_module.Worker(store, sweep_id, name="w0", log=lines.append).run()
+    outcomes = worker_module.Worker(store, sweep_id, DriveOptions("w0", log=lines.append)).run()
 
     (run,) = store.runs(sweep_id)
     assert [o.state for o in outcomes] == [RunState.FINISHED] == [run.state]
@@ -59,7 +60,7 @@ def test_a_failed_trial_shows_the_end_of_its_log(tmp_path: Path) -> None:
     sweep_id = sweep_running(store, "import sys; print('the reason it failed'); sys.exit(3)")
     lines: list[str] = []
 
-    worker_module.Worker(store, sweep_id, name="w0", log=lines.append).run()
+    worker_module.Worker(store, sweep_id, DriveOptions("w0", log=lines.append)).run()
 
     (run,) = store.runs(sweep_id)
     assert run.state == RunState.FAILED and run.exit_code == 3

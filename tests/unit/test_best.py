@@ -9,6 +9,7 @@ import pytest
 from transformers.trainer_utils import BestRun
 
 from wbsweep.backends import base
+from wbsweep.backends.base import RunEnd
 from wbsweep.backends.local import LocalBackend
 from wbsweep.best import best_run, select_best
 from wbsweep.errors import NoBestRunError
@@ -51,7 +52,7 @@ def test_best_run_from_store_has_only_sweep_params(tmp_path: Path) -> None:
     sweep_id = store.create(config)
     while (r := store.claim_next(sweep_id, "w")) is not None:
         store.record_result(r.id, r.params["a"] / 10, {"eval_accuracy": r.params["a"] / 10})
-        store.finish_run(r.id, exit_code=0 if r.params["a"] != 3 else 1)
+        store.finish_run(r.id, RunEnd(0 if r.params["a"] != 3 else 1))
     best = best_run(store, sweep_id)
     assert isinstance(best, BestRun)
     assert best.hyperparameters == {"a": 2}

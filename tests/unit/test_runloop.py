@@ -13,10 +13,17 @@ from typing import Any
 
 import pytest
 
-from wbsweep.backends.base import ClaimedRun, DriveOptions, RunRecord, RunState, SweepState
+from wbsweep.backends.base import (
+    ClaimedRun,
+    DriveOptions,
+    RunEnd,
+    RunRecord,
+    RunState,
+    SweepState,
+)
 from wbsweep.backends.local import LocalBackend
 from wbsweep.errors import EXIT_FAILED
-from wbsweep.runloop import RunLoop, TrialEnd, in_process
+from wbsweep.runloop import RunLoop, in_process
 
 
 def grid_sweep(store: LocalBackend, values: list[int]) -> str:
@@ -36,9 +43,9 @@ def store(tmp_path: Path) -> LocalBackend:
 
 def test_every_run_ends_recorded_and_the_sweep_finishes(store: LocalBackend) -> None:
     sweep_id = grid_sweep(store, [1, 2, 3])
-    ends = {1: TrialEnd(0), 2: TrialEnd(3, "ValueError: bad"), 3: TrialEnd(None)}
+    ends = {1: RunEnd(0), 2: RunEnd(3, "ValueError: bad"), 3: RunEnd(None)}
 
-    def runner(run: RunRecord) -> TrialEnd:
+    def runner(run: RunRecord) -> RunEnd:
         return ends[run.params["x"]]
 
     outcomes = RunLoop(store, sweep_id, runner, DriveOptions("w")).run()
@@ -54,7 +61,7 @@ def test_every_run_ends_recorded_and_the_sweep_finishes(store: LocalBackend) -> 
 def test_no_retries_when_max_retries_is_zero(store: LocalBackend) -> None:
     sweep_id = grid_sweep(store, [1])
     options = DriveOptions("w", max_retries=0)
-    outcomes = RunLoop(store, sweep_id, lambda run: TrialEnd(None), options).run()
+    outcomes = RunLoop(store, sweep_id, lambda run: RunEnd(None), options).run()
     assert [o.state for o in outcomes] == [RunState.CRASHED]
     assert store.sweep(sweep_id).state == SweepState.FINISHED
 
@@ -62,18 +69,17 @@ def test_no_retries_when_max_retries_is_zero(store: LocalBackend) -> None:
 def test_count_caps_this_loop_only(store: LocalBackend) -> None:
     sweep_id = grid_sweep(store, [1, 2, 3])
     assert (
-        len(RunLoop(store, sweep_id, lambda run: TrialEnd(0), DriveOptions("w", count=2)).run())
-        == 2
+        len(RunLoop(store, sweep_id, lambda run: RunEnd(0), DriveOptions("w", count=2)).run()) == 2
     )
     assert store.sweep(sweep_id).state == SweepState.RUNNING  # one grid point is left
-    assert len(RunLoop(store, sweep_id, lambda run: TrialEnd(0), DriveOptions("w2")).run()) == 1
+    assert len(RunLoop(store, sweep_id, lambda run: RunEnd(0), DriveOptions("w2")).run()) == 1
 
 
 def test_consecutive_failure_limit_stops_the_loop(store: LocalBackend) -> None:
     sweep_id = grid_sweep(store, list(range(10)))
     lines: list[str] = []
     options = DriveOptions("w", max_consecutive_failures=3, log=lines.append)
-    outcomes = RunLoop(store, sweep_id, lambda run: TrialEnd(1), options).run()
+    outcomes = RunLoop(store, sweep_id, lambda run: RunEnd(1), options).run()
     assert len(outcomes) == 3 and all(o.state == RunState.FAILED for o in outcomes)
     assert any("3 trials failed in a row" in line for line in lines)
 
@@ -81,8 +87,8 @@ def test_consecutive_failure_limit_stops_the_loop(store: LocalBackend) -> None:
 def test_a_success_resets_the_failure_count(store: LocalBackend) -> None:
     sweep_id = grid_sweep(store, list(range(6)))
 
-    def runner(run: RunRecord) -> TrialEnd:
-        return TrialEnd(0 if run.params["x"] % 2 else 1)  # fail, succeed, fail, ...
+    def runner(run: RunRecord) -> RunEnd:
+        return RunEnd(0 if run.params["x"] % 2 else 1)  # fail, succeed, fail, ...
 
     outcomes = RunLoop(store, sweep_id, runner, DriveOptions("w", max_consecutive_failures=2)).run()
     assert len(outcomes) == 6
@@ -94,9 +100,9 @@ def test_stop_ends_after_the_current_trial_which_is_recorded_stopped(
     sweep_id = grid_sweep(store, [1, 2, 3])
     loop: RunLoop
 
-    def runner(run: RunRecord) -> TrialEnd:
+    def runner(run: RunRecord) -> RunEnd:
         loop.stop()  # what the worker's SIGTERM handler does
-        return TrialEnd(143)
+        return RunEnd(143)
 
     loop = RunLoop(store, sweep_id, runner, DriveOptions("w"))
     outcomes = loop.run()
@@ -107,7 +113,7 @@ def test_stop_ends_after_the_current_trial_which_is_recorded_stopped(
 def test_an_interrupted_runner_still_leaves_no_run_running(store: LocalBackend) -> None:
     sweep_id = grid_sweep(store, [1, 2])
 
-    def runner(run: RunRecord) -> TrialEnd:
+    def runner(run: RunRecord) -> RunEnd:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -123,7 +129,7 @@ def test_paused_sweep_waits_then_goes_on_when_resumed(store: LocalBackend) -> No
     resume.start()
     started = time.monotonic()
     outcomes = RunLoop(
-        store, sweep_id, lambda run: TrialEnd(0), DriveOptions("w"), paused_poll=0.05
+        store, sweep_id, lambda run: RunEnd(0), DriveOptions("w"), paused_poll=0.05
     ).run()
     assert time.monotonic() - started >= 0.3
     assert [o.state for o in outcomes] == [RunState.FINISHED]

@@ -43,6 +43,7 @@ from wbsweep.backends.records import (
     DriveOptions,
     InProcessTrial,
     Reporter,
+    RunEnd,
     RunRecord,
     SweepRecord,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "DriveOptions",
     "InProcessTrial",
     "Reporter",
+    "RunEnd",
     "RunQueue",
     "RunRecord",
     "RunState",
@@ -148,21 +150,14 @@ class RunQueue(abc.ABC):
         """The objective (stored as ``None`` when not finite) and final metrics."""
 
     @abc.abstractmethod
-    def finish_run(
-        self,
-        run_id: str,
-        *,
-        exit_code: int | None,
-        stopped: bool = False,
-        reason: str | None = None,
-    ) -> RunState:
+    def finish_run(self, run_id: str, end: RunEnd) -> RunState:
         """Close a run after its trial ended; return the state it ended in.
 
-        Exit code 0 is ``finished``; a trial stopped on purpose is ``stopped``;
-        killed by a signal (``None``, negative, or 128 and above) is
-        ``crashed``; any other non-zero exit is ``failed``. ``reason`` (one
-        line) is kept for a failed or crashed run. A run already in a terminal
-        state keeps it, and that state is returned.
+        A trial stopped on purpose is ``stopped``; exit code 0 is
+        ``finished``; killed by a signal (``None``, negative, or 128 and above)
+        is ``crashed``; any other non-zero exit is ``failed``. ``end.reason``
+        (one line) is kept for a failed or crashed run. A run already in a
+        terminal state keeps it, and that state is returned.
         """
 
     @abc.abstractmethod

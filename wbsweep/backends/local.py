@@ -33,6 +33,7 @@ from wbsweep.backends._sqlite import SqliteFile
 from wbsweep.backends.base import (
     DEFAULT_MAX_RETRIES,
     Backend,
+    RunEnd,
     RunQueue,
     RunRecord,
     RunState,
@@ -206,31 +207,25 @@ class LocalBackend(Backend, RunQueue):
             (value if math.isfinite(value) else None, json.dumps(plain_metrics(metrics))),
         )
 
-    def finish_run(
-        self,
-        run_id: str,
-        *,
-        exit_code: int | None,
-        stopped: bool = False,
-        reason: str | None = None,
-    ) -> RunState:
+    def finish_run(self, run_id: str, end: RunEnd) -> RunState:
         with self._db.transaction(write=True) as db:
             current = RunState(self._run_row(db, run_id)["state"])
             if current.terminal:
                 return current
-            if stopped:
+            code = end.exit_code
+            if end.stopped:
                 state = RunState.STOPPED
-            elif exit_code == 0:
+            elif code == 0:
                 state = RunState.FINISHED
-            elif exit_code is None or exit_code < 0 or exit_code >= 128:
+            elif code is None or code < 0 or code >= 128:
                 state = RunState.CRASHED
             else:
                 state = RunState.FAILED
-            kept = _one_line(reason) if reason and state in _FAILURES else None
+            kept = _one_line(end.reason) if end.reason and state in _FAILURES else None
             db.execute(
                 "UPDATE runs SET state = ?, exit_code = ?, finished_at = ?, reason = ?"
                 " WHERE id = ?",
-                (state.value, exit_code, time.time(), kept, run_id),
+                (state.value, code, time.time(), kept, run_id),
             )
             return state
 

@@ -32,6 +32,7 @@ __all__ = [
     "DriveOptions",
     "InProcessTrial",
     "Reporter",
+    "RunEnd",
     "RunRecord",
     "SweepRecord",
 ]
@@ -67,6 +68,21 @@ class RunRecord:
     @property
     def has_finite_objective(self) -> bool:
         return self.objective is not None and math.isfinite(self.objective)
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run's trial ended, as its worker saw it.
+
+    Attributes:
+        exit_code: The trial's exit code; ``None`` when a signal killed it.
+        reason: Why it failed, in one line (the trial's own error line).
+        stopped: It was stopped on purpose (cancel, Ctrl-C, early termination).
+    """
+
+    exit_code: int | None
+    reason: str | None = None
+    stopped: bool = False
 
 
 @dataclass(frozen=True)
