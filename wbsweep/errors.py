@@ -18,7 +18,7 @@ from collections.abc import Mapping
 # Exit codes, as the README lists them.
 EXIT_OK = 0
 EXIT_FAILED = 1  # an unexpected error, or a trial that failed for the user's code
-EXIT_USAGE = 2  # a bad sweep file, space, config, option or argument
+EXIT_USAGE = 2  # click's own: an unknown option, a missing argument, a value not among the choices
 EXIT_STORE = 3  # the local store cannot be read or written
 EXIT_NOT_FOUND = 4  # no such sweep (or run)
 EXIT_NO_BEST = 5  # no finished run with a finite objective yet
@@ -26,6 +26,7 @@ EXIT_TRIAL = 6  # a trial failed in a way wbsweep can explain
 EXIT_LOGIN = 7  # not logged in to W&B, or the key was rejected
 EXIT_UNREACHABLE = 8  # the W&B server did not answer
 EXIT_GAVE_UP = 9  # a worker stopped after too many trials failed in a row
+EXIT_BAD_INPUT = 10  # a bad sweep file, hp_space, sweep config, option value or setting
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM: what a shell reports for a SIGTERMed process
 
@@ -49,25 +50,25 @@ class WbsweepError(Exception):
 class UsageError(WbsweepError):
     """A command-line value or library argument that cannot work (``--workers 0``)."""
 
-    exit_code = EXIT_USAGE
+    exit_code = EXIT_BAD_INPUT
 
 
 class SweepFileError(WbsweepError):
     """The sweep file cannot be imported or lacks something a trial needs."""
 
-    exit_code = EXIT_USAGE
+    exit_code = EXIT_BAD_INPUT
 
 
 class SpaceError(WbsweepError):
     """``hp_space`` cannot be turned into a valid W&B parameters section."""
 
-    exit_code = EXIT_USAGE
+    exit_code = EXIT_BAD_INPUT
 
 
 class ConfigError(WbsweepError):
     """The sweep config (method, metric, early_terminate, command) is invalid."""
 
-    exit_code = EXIT_USAGE
+    exit_code = EXIT_BAD_INPUT
 
 
 class StoreError(WbsweepError):
@@ -80,6 +81,10 @@ class SweepNotFoundError(WbsweepError):
     """No sweep with the given id exists in the backend."""
 
     exit_code = EXIT_NOT_FOUND
+
+
+class NoStoreError(SweepNotFoundError, StoreError):
+    """The local store named does not exist, so no sweep or run is in it (exit code 4)."""
 
 
 class SweepStateError(WbsweepError):

@@ -63,6 +63,10 @@ class SweepFile:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
+# What a W&B sweep config file is called; a sweep file is Python.
+_CONFIG_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
+
+
 def load_sweep_file(path: str | os.PathLike[str]) -> SweepFile:
     """Import a sweep file by path and check what it defines.
 
@@ -83,6 +87,12 @@ def load_sweep_file(path: str | os.PathLike[str]) -> SweepFile:
     abspath = os.path.abspath(os.fspath(path))
     if not os.path.isfile(abspath):
         raise SweepFileError(f"{abspath}: no such sweep file")
+    if os.path.splitext(abspath)[1].lower() in _CONFIG_SUFFIXES:
+        raise SweepFileError(
+            f"{abspath} is a W&B sweep config, not a sweep file: wbsweep needs a Python file "
+            "with model_init, training_args and datasets; put this config in it as "
+            "hp_space = {...} (or run it with `wandb sweep`)"
+        )
     module = _import(abspath)
     return _check(abspath, module)
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from wbsweep.backends import LocalBackend, open_backend, queue_from_env
 from wbsweep.backends.local import default_store_path
 from wbsweep.cli import main
-from wbsweep.errors import UsageError
+from wbsweep.errors import SweepNotFoundError, UsageError
 from wbsweep.states import RunState, SweepState
 
 GRID: dict[str, Any] = {
@@ -165,9 +165,17 @@ def test_a_config_that_is_not_json_registers_nothing(tmp_path: Path) -> None:
     assert store.sweeps() == []
 
 
-def test_a_new_store_is_created_on_first_use(tmp_path: Path) -> None:
+def test_a_new_store_is_created_by_the_first_sweep_and_never_by_a_lookup(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "store.db"
-    assert LocalBackend(path).sweeps() == []
+    store = LocalBackend(path)
+    assert store.sweeps() == []
+    for lookup in (lambda: store.sweep("abc"), lambda: store.runs("abc"), lambda: store.run("r")):
+        with pytest.raises(SweepNotFoundError, match=f"no local store at {path}"):
+            lookup()
+    with pytest.raises(SweepNotFoundError, match="'abc'"):
+        store.set_state("abc", SweepState.PAUSED)
+    assert not path.exists() and not path.parent.exists()
+    store.create({"method": "random", "parameters": {}})
     assert path.exists()
 
 

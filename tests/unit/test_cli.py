@@ -11,6 +11,8 @@ from pathlib import Path
 
 from helpers import SWEEPS, invoke, invoke_create, invoke_status
 
+from wbsweep.errors import EXIT_BAD_INPUT
+
 
 def store_file(tmp_path: Path) -> Path:
     return tmp_path / ".wbsweep" / "store.db"
@@ -111,6 +113,7 @@ def test_store_flag_and_env_var_move_the_store(tmp_path: Path) -> None:
 
 
 def test_debug_flag_shows_tracebacks_only_for_1_true_or_yes() -> None:
+    invoke_create(SWEEPS / "tiny.py")  # a store, so the error is the unknown sweep
     for value in ("0", "false", "no", ""):
         result = invoke("status", "nosuchsweep", WBSWEEP_DEBUG=value)
         assert result.exit_code == 4
@@ -121,9 +124,9 @@ def test_debug_flag_shows_tracebacks_only_for_1_true_or_yes() -> None:
         assert "Traceback" in result.stderr and "SweepNotFoundError" in result.stderr
 
 
-def test_bad_plan_is_a_usage_error_with_exit_code_2() -> None:
+def test_bad_plan_is_a_bad_input_error() -> None:
     sweep_id = invoke_create(SWEEPS / "tiny.py")
     result = invoke("agent", sweep_id, "--workers", "0")
-    assert result.exit_code == 2
+    assert result.exit_code == EXIT_BAD_INPUT
     assert "--workers must be at least 1" in result.stderr
     assert_one_line_error(result.stderr)

@@ -17,10 +17,11 @@ from wbsweep.states import RunState, SweepState
 __all__ = ["histories", "run_record", "run_rows", "sweep_record", "sweep_row"]
 
 
-def sweep_row(db: sqlite3.Connection, sweep_id: str) -> SweepRecord:
+def sweep_row(db: sqlite3.Connection, sweep_id: str, store: object) -> SweepRecord:
+    """The sweep; ``store`` (its path) names where it was looked for when it is not there."""
     row = db.execute("SELECT * FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
     if row is None:
-        raise SweepNotFoundError(f"no sweep {sweep_id!r} in the local store")
+        raise SweepNotFoundError(f"no sweep {sweep_id!r} in the local store {store}")
     return sweep_record(row)
 
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from wbsweep.errors import StoreError
+from wbsweep.errors import NoStoreError, StoreError
 
 __all__ = ["BUSY_TIMEOUT", "MIGRATIONS", "Migration", "SqliteFile"]
 
@@ -102,18 +102,31 @@ class SqliteFile:
         self._migrated = False
 
     @contextlib.contextmanager
-    def transaction(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+    def transaction(
+        self, *, write: bool = False, create: bool = False
+    ) -> Iterator[sqlite3.Connection]:
         """One transaction: a snapshot read, or (``write``) a ``BEGIN IMMEDIATE`` write.
 
         Commits when the block ends, rolls back when it raises. ``sqlite3``
         errors become ``StoreError``; other exceptions pass through unchanged.
+        Only a ``create`` transaction makes the file: a lookup in a store that
+        does not exist raises ``NoStoreError`` and leaves nothing behind.
         """
+        if not create and not self.path.exists():
+            raise NoStoreError(
+                f"there is no local store at {self.path} (create a sweep there first, or "
+                "point --store or WBSWEEP_STORE at the store that holds it)"
+            )
         db = self._connect()
         try:
             if not self._migrated:
                 self._migrate(db)
             with self._begun(db, "BEGIN IMMEDIATE" if write else "BEGIN"):
                 yield db
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                raise StoreError(f"{self.path} is not a wbsweep store ({exc})") from exc
+            raise StoreError(f"store {self.path}: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
         finally:
@@ -164,4 +177,9 @@ class SqliteFile:
         if table is None:
             return list(numbers)
         done = {row[0] for row in db.execute("SELECT id FROM migrations")}
+        if done and max(done) > len(self.migrations):
+            raise StoreError(
+                f"store {self.path} was written by a newer wbsweep (schema {max(done)}; this "
+                f"one knows up to {len(self.migrations)}): upgrade wbsweep to use it"
+            )
         return [n for n in numbers if n not in done]

@@ -13,6 +13,7 @@ the W&B backend.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -22,7 +23,7 @@ import sqlite3
 import string
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from wbsweep.backends.base import (
     SweepRecord,
     SweepState,
 )
-from wbsweep.errors import StoreError, SweepStateError, UsageError
+from wbsweep.errors import NoStoreError, StoreError, SweepStateError, UsageError
 from wbsweep.values import plain_metrics
 
 __all__ = ["DEFAULT_STORE", "STORE_ENV", "SWEEP_ID_ENV", "LocalBackend", "default_store_path"]
@@ -94,7 +95,7 @@ class LocalBackend(Backend, RunQueue):
         except (TypeError, ValueError) as exc:
             raise UsageError(f"the sweep config is not JSON data: {exc}") from None
         sweep_id = _new_id()
-        with self._db.transaction(write=True) as db:
+        with self._db.transaction(write=True, create=True) as db:
             db.execute(
                 "INSERT INTO sweeps (id, config, state, sweep_file, created_at) VALUES (?,?,?,?,?)",
                 (sweep_id, text, SweepState.RUNNING.value, sweep_file, time.time()),
@@ -102,12 +103,12 @@ class LocalBackend(Backend, RunQueue):
         return sweep_id
 
     def sweep(self, sweep_id: str) -> SweepRecord:
-        with self._db.transaction() as db:
-            return sweep_row(db, sweep_id)
+        with self._tx(about=f"sweep {sweep_id!r}") as db:
+            return sweep_row(db, sweep_id, self.path)
 
     def runs(self, sweep_id: str) -> list[RunRecord]:
-        with self._db.transaction() as db:
-            sweep_row(db, sweep_id)
+        with self._tx(about=f"sweep {sweep_id!r}") as db:
+            sweep_row(db, sweep_id, self.path)
             return [self._as_seen(run, time.time()) for run in run_rows(db, sweep_id)]
 
     def run(self, run_id: str) -> RunRecord:
@@ -116,19 +117,21 @@ class LocalBackend(Backend, RunQueue):
         Raises:
             StoreError: No such run.
         """
-        with self._db.transaction() as db:
+        with self._tx(about=f"run {run_id!r}") as db:
             return self._as_seen(run_record(self._run_row(db, run_id)), time.time())
 
     def sweeps(self) -> list[SweepRecord]:
-        """Every sweep in this store, oldest first."""
+        """Every sweep in this store, oldest first (none when there is no store yet)."""
+        if not self.path.exists():
+            return []
         with self._db.transaction() as db:
             rows = db.execute("SELECT * FROM sweeps ORDER BY created_at").fetchall()
         return [sweep_record(row) for row in rows]
 
     def set_state(self, sweep_id: str, state: SweepState) -> None:
         wanted = _sweep_state(state)
-        with self._db.transaction(write=True) as db:
-            current = sweep_row(db, sweep_id).state
+        with self._tx(write=True, about=f"sweep {sweep_id!r}") as db:
+            current = sweep_row(db, sweep_id, self.path).state
             if current.terminal and wanted != current:
                 raise SweepStateError(
                     f"sweep {sweep_id} is {current.value.lower()} and cannot change"
@@ -149,8 +152,8 @@ class LocalBackend(Backend, RunQueue):
     def claim_next(
         self, sweep_id: str, worker: str, *, max_retries: int = DEFAULT_MAX_RETRIES
     ) -> RunRecord | None:
-        with self._db.transaction(write=True) as db:
-            sweep = sweep_row(db, sweep_id)
+        with self._tx(write=True, about=f"sweep {sweep_id!r}") as db:
+            sweep = sweep_row(db, sweep_id, self.path)
             if sweep.state != SweepState.RUNNING:
                 return None
             now = time.time()
@@ -174,8 +177,8 @@ class LocalBackend(Backend, RunQueue):
             return run_record(self._run_row(db, run_id))
 
     def sweep_state(self, sweep_id: str) -> SweepState:
-        with self._db.transaction() as db:
-            return sweep_row(db, sweep_id).state
+        with self._tx(about=f"sweep {sweep_id!r}") as db:
+            return sweep_row(db, sweep_id, self.path).state
 
     def heartbeat(self, run_id: str) -> None:
         self._update_live_run(run_id, "heartbeat_at = ?", (time.time(),))
@@ -184,7 +187,7 @@ class LocalBackend(Backend, RunQueue):
         self._update_live_run(run_id, "started_at = COALESCE(started_at, ?)", (time.time(),))
 
     def record_history(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
-        with self._db.transaction(write=True) as db:
+        with self._tx(write=True, about=f"run {run_id!r}") as db:
             if self._run_row(db, run_id)["state"] in _TERMINAL:
                 return
             db.execute(
@@ -195,7 +198,7 @@ class LocalBackend(Backend, RunQueue):
             )
 
     def history(self, run_id: str) -> list[dict[str, Any]]:
-        with self._db.transaction() as db:
+        with self._tx(about=f"run {run_id!r}") as db:
             self._run_row(db, run_id)
             return histories(db, "id", run_id).get(run_id, [])
 
@@ -208,7 +211,7 @@ class LocalBackend(Backend, RunQueue):
         )
 
     def finish_run(self, run_id: str, end: RunEnd) -> RunState:
-        with self._db.transaction(write=True) as db:
+        with self._tx(write=True, about=f"run {run_id!r}") as db:
             current = RunState(self._run_row(db, run_id)["state"])
             if current.terminal:
                 return current
@@ -230,8 +233,8 @@ class LocalBackend(Backend, RunQueue):
             return state
 
     def maybe_finish_sweep(self, sweep_id: str, *, max_retries: int = DEFAULT_MAX_RETRIES) -> bool:
-        with self._db.transaction(write=True) as db:
-            sweep = sweep_row(db, sweep_id)
+        with self._tx(write=True, about=f"sweep {sweep_id!r}") as db:
+            sweep = sweep_row(db, sweep_id, self.path)
             if sweep.state != SweepState.RUNNING:
                 return sweep.state.terminal
             runs = self._reaped(db, sweep_id, time.time())
@@ -259,6 +262,15 @@ class LocalBackend(Backend, RunQueue):
 
     def work_dir(self, sweep_id: str) -> str:
         return str(self.path.parent / f"sweep-{sweep_id}")
+
+    @contextlib.contextmanager
+    def _tx(self, *, write: bool = False, about: str) -> Iterator[sqlite3.Connection]:
+        """A transaction on this store; with no store yet, ``about`` was not found in it."""
+        try:
+            with self._db.transaction(write=write) as db:
+                yield db
+        except NoStoreError as exc:
+            raise NoStoreError(f"no {about}: {exc}") from None
 
     # -- liveness -------------------------------------------------------------------
 
@@ -292,7 +304,7 @@ class LocalBackend(Backend, RunQueue):
 
     def _update_live_run(self, run_id: str, assignments: str, values: tuple[Any, ...]) -> None:
         """Set columns of a run that has not ended; a terminal run never changes again."""
-        with self._db.transaction(write=True) as db:
+        with self._tx(write=True, about=f"run {run_id!r}") as db:
             if self._run_row(db, run_id)["state"] in _TERMINAL:
                 return
             db.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*values, run_id))
