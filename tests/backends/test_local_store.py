@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import sqlite3
 import sys
 import threading
@@ -14,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from wbsweep.backends import LocalBackend, open_backend, queue_from_env
+from wbsweep.backends.base import RunEnd
 from wbsweep.backends.local import default_store_path
 from wbsweep.cli import main
 from wbsweep.errors import SweepNotFoundError, UsageError
@@ -237,3 +241,41 @@ def test_only_rank_0_of_a_local_worker_s_trial_reports_to_the_store(tmp_path: Pa
     # A trial launched by hand for a local sweep names it as W&B would.
     by_hand = {"WBSWEEP_STORE": str(store.path), "WANDB_SWEEP_ID": sweep_id}
     assert isinstance(queue_from_env(by_hand), LocalBackend)
+
+
+def _finish_runs_forever(path: str, sweep_id: str, log: str) -> None:
+    store = LocalBackend(path)
+    with open(log, "a") as out:
+        while (run := store.claim_next(sweep_id, "victim")) is not None:
+            store.record_history(run.id, 1, {"loss": 0.5})
+            store.record_result(run.id, 0.5, {"eval_loss": 0.5})
+            store.finish_run(run.id, RunEnd(0))
+            out.write(run.id + "\n")  # only once the store said it is finished
+            out.flush()
+
+
+def test_sigkill_in_the_middle_of_writes_keeps_the_store_whole(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = LocalBackend(path)
+    sweep_id = store.create(
+        {
+            "method": "random",
+            "metric": {"name": "loss", "goal": "minimize"},
+            "parameters": {"lr": {"distribution": "uniform", "min": 0.0, "max": 1.0}},
+        }
+    )
+    log = tmp_path / "finished.txt"
+    ctx = multiprocessing.get_context("spawn")
+    for delay in (2.5, 3.0, 3.5):  # the process starts in ~2 s, then writes without a pause
+        victim = ctx.Process(target=_finish_runs_forever, args=(str(path), sweep_id, str(log)))
+        victim.start()
+        time.sleep(delay)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(30)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    reported = set(log.read_text().split())
+    finished = {run.id for run in store.runs(sweep_id) if run.state is RunState.FINISHED}
+    assert reported and reported <= finished  # no run the store called finished was lost
+    # The store still works: the killed writers' last runs are stale, not corrupt.
+    assert store.claim_next(sweep_id, "after") is not None

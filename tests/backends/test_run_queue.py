@@ -239,17 +239,18 @@ def _claim_all(reopen: Callable[[], Backend], sweep_id: str, worker: str, out: s
     Path(out).write_text(json.dumps(claimed))
 
 
-def test_concurrent_processes_never_share_a_run(
+def test_sixteen_processes_never_share_a_run_nor_pass_run_cap(
     queue_backend: Backend, queue_reopen: Callable[[], Backend], tmp_path: Path
 ) -> None:
     config = {
         "method": "grid",
         "metric": {"name": "objective", "goal": "minimize"},
         "parameters": {"a": {"values": list(range(6))}, "b": {"values": [0, 1, 2, 3]}},
+        "run_cap": 20,
     }
     sweep_id = queue_backend.create(config)
     ctx = multiprocessing.get_context("spawn")
-    outs = [str(tmp_path / f"w{i}.json") for i in range(4)]
+    outs = [str(tmp_path / f"w{i}.json") for i in range(16)]
     workers = [
         ctx.Process(target=_claim_all, args=(queue_reopen, sweep_id, f"w{i}", out))
         for i, out in enumerate(outs)
@@ -257,12 +258,12 @@ def test_concurrent_processes_never_share_a_run(
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(120)
+        worker.join(180)
         assert worker.exitcode == 0
     claimed = [tuple(sorted(p.items())) for out in outs for p in json.loads(Path(out).read_text())]
-    assert len(claimed) == 24
-    assert len(set(claimed)) == 24
-    assert len(queue_backend.runs(sweep_id)) == 24
+    assert len(claimed) == 20 and len(set(claimed)) == 20  # run_cap exact, no config twice
+    runs = queue_backend.runs(sweep_id)
+    assert len(runs) == 20 and all(run.state is RunState.FINISHED for run in runs)  # none lost
 
 
 def test_a_run_whose_worker_went_silent_is_crashed_and_its_params_run_again(

@@ -23,12 +23,12 @@ from wbsweep.states import RunState
 pytestmark = pytest.mark.slow
 
 
-def sweep_running(store: LocalBackend, code: str) -> str:
+def sweep_running(store: LocalBackend, code: str, points: int = 1) -> str:
     return store.create(
         {
             "method": "grid",
             "metric": {"name": "objective", "goal": "minimize"},
-            "parameters": {"x": {"values": [1]}},
+            "parameters": {"x": {"values": list(range(1, points + 1))}},
             "command": [sys.executable, "-c", code, "${args_json_file}"],
         }
     )
@@ -148,3 +148,27 @@ def test_the_agent_gives_up_on_failing_trials_naming_the_cause(tmp_path: Path) -
     assert {run.reason for run in runs} == {"model_init raised ValueError: no size 7"}
     shown = invoke("status", sweep_id)
     assert "model_init raised ValueError" in shown.stdout
+
+
+@pytest.mark.parametrize("how", ["cancel", "stop"])
+def test_a_running_agent_exits_when_its_sweep_is_canceled_or_stopped(how: str) -> None:
+    store = LocalBackend(os.environ["WBSWEEP_STORE"])
+    sweep_id = sweep_running(store, "import time; time.sleep(6)", points=3)
+    agent = subprocess.Popen([WBSWEEP, "agent", sweep_id], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(
+            lambda: any(processes_mentioning(run.id) for run in store.runs(sweep_id)),
+            timeout=60,
+            what="a trial to start",
+        )
+        assert invoke(how, sweep_id).exit_code == 0
+        out, _ = agent.communicate(timeout=60)
+    finally:
+        agent.kill()
+    assert agent.returncode == 0, out
+    runs = store.runs(sweep_id)
+    # cancel ends the running trial; stop lets it finish and starts no other
+    wanted = RunState.STOPPED if how == "cancel" else RunState.FINISHED
+    assert [run.state for run in runs] == [wanted]
+    assert store.sweep(sweep_id).state == ("CANCELED" if how == "cancel" else "FINISHED")
+    assert not processes_mentioning(sweep_id)
