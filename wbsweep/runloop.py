@@ -128,7 +128,8 @@ class RunLoop:
         end = RunEnd(EXIT_FAILED, stopped=True)
         beat = _Heartbeat(self.queue, run.id)
         try:
-            end = dataclasses.replace(self.runner(run), stopped=self._stopping)
+            end = self.runner(run)
+            end = dataclasses.replace(end, stopped=end.stopped or self._stopping)
         except Exception as exc:
             end = RunEnd(EXIT_FAILED, _reason(exc))  # the runner itself broke: the run failed
             raise

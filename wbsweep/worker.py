@@ -116,10 +116,11 @@ class Worker:
                 out.write(f"cannot start {argv[0]!r}: {exc}\n".encode())
                 return RunEnd(_EXIT_CANNOT_START, f"cannot start {argv[0]!r}: {exc}")
             try:
-                exit_code = self._wait()
+                exit_code, stopped = self._wait(run)
             finally:
                 self._proc = None
-        return RunEnd(exit_code, None if exit_code == 0 else failure_reason(log, exit_code))
+        reason = None if exit_code == 0 or stopped else failure_reason(log, exit_code)
+        return RunEnd(exit_code, reason, stopped=stopped)
 
     def _log_path(self, run: RunRecord) -> Path:
         return Path(self.queue.trial_log(self.sweep_id, run.id))
@@ -132,21 +133,31 @@ class Worker:
         if outcome.state in (RunState.FAILED, RunState.CRASHED):
             self.log(_tail(self._log_path(run), f"[{self.name}]   "))
 
-    def _wait(self) -> int | None:
+    def _wait(self, run: RunRecord) -> tuple[int | None, bool]:
+        """Wait for the trial; ``(exit code, whether early termination stopped it)``.
+
+        Every ``_CANCEL_POLL`` seconds: a canceled sweep stops the worker, and
+        the sweep's hyperband may stop this trial alone. A stopped trial gets
+        SIGTERM, then SIGKILL after the kill delay.
+        """
         assert self._proc is not None
         proc = self._proc
         termed_at: float | None = None
+        stopped_early = False
         checked = time.monotonic()
         while True:
             try:
-                return proc.wait(timeout=0.5)
+                return proc.wait(timeout=0.5), stopped_early
             except subprocess.TimeoutExpired:
                 pass
-            if time.monotonic() - checked > _CANCEL_POLL:
+            if termed_at is None and time.monotonic() - checked > _CANCEL_POLL:
                 checked = time.monotonic()
                 if self.queue.sweep_state(self.sweep_id) == SweepState.CANCELED:
                     self.loop.stop()
-            if self.loop.stopping and termed_at is None:
+                elif self.queue.should_stop(run.id):
+                    self.log(f"[{self.name}] run {run.id}: stopped early by the sweep's hyperband")
+                    stopped_early = True
+            if (self.loop.stopping or stopped_early) and termed_at is None:
                 termed_at = time.monotonic()
                 procs.signal_group(proc.pid, signal.SIGTERM)
             if termed_at is not None and time.monotonic() - termed_at > self.kill_delay:

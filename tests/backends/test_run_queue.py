@@ -315,3 +315,27 @@ def test_a_failed_run_keeps_its_one_line_reason(queue_backend: Backend) -> None:
     runs = {run.id: run for run in queue_backend.runs(sweep_id)}
     assert runs[failed].reason == "model_init raised ValueError: no such size (line 12)"
     assert runs[done].reason is None
+
+
+def test_hyperband_in_the_queue_stops_only_a_running_run_that_falls_behind(
+    queue_backend: Backend,
+) -> None:
+    queue = _queue(queue_backend)
+    hyperband = {"type": "hyperband", "min_iter": 2, "eta": 2}
+    config = {**GRID, "early_terminate": hyperband, "metric": {"name": "loss", "goal": "minimize"}}
+    sweep_id = queue_backend.create(config)
+    curves = {"good": [1.0, 0.5, 0.3], "fair": [2.0, 1.0, 0.6], "bad": [5.0, 5.0]}
+    ids = {}
+    for name, curve in curves.items():
+        ids[name] = _claim(queue, sweep_id)
+        for step, loss in enumerate(curve, start=1):
+            queue.record_history(ids[name], step, {"loss": loss})
+        if name != "bad":
+            assert not queue.should_stop(ids[name])
+            queue.finish_run(ids[name], RunEnd(0))
+    assert queue.should_stop(ids["bad"])
+    assert not queue.should_stop(ids["good"])  # finished runs are never stopped
+    plain = queue_backend.create(GRID)  # no early_terminate: nothing is ever stopped
+    run_id = _claim(queue, plain)
+    queue.record_history(run_id, 1, {"objective": 1e9})
+    assert not queue.should_stop(run_id)

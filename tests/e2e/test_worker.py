@@ -172,3 +172,44 @@ def test_a_running_agent_exits_when_its_sweep_is_canceled_or_stopped(how: str) -
     assert [run.state for run in runs] == [wanted]
     assert store.sweep(sweep_id).state == ("CANCELED" if how == "cancel" else "FINISHED")
     assert not processes_mentioning(sweep_id)
+
+
+# A trial that reports its loss to the store at every "evaluation", as the lifecycle does:
+# x=1 and x=2 learn, x=3 does not.
+_CURVES = """
+import json, os, sys, time
+from wbsweep.backends.local import LocalBackend
+params = json.load(open(sys.argv[1]))
+store, run = LocalBackend(os.environ["WBSWEEP_STORE"]), os.environ["WANDB_RUN_ID"]
+for step in range(1, 9):
+    loss = params["x"] / step if params["x"] < 3 else 5.0
+    store.record_history(run, step, {"loss": loss})
+    time.sleep(0.4)
+store.record_result(run, loss, {"eval_loss": loss})
+"""
+
+
+def test_hyperband_stops_a_bad_run_on_the_local_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_module, "_CANCEL_POLL", 0.3)
+    store = LocalBackend(os.environ["WBSWEEP_STORE"])
+    sweep_id = store.create(
+        {
+            "method": "grid",
+            "metric": {"name": "loss", "goal": "minimize"},
+            "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2},
+            "parameters": {"x": {"values": [1, 2, 3]}},
+            "command": [sys.executable, "-c", _CURVES, "${args_json_file}"],
+        }
+    )
+    lines: list[str] = []
+    worker_module.Worker(store, sweep_id, DriveOptions("w0", log=lines.append)).run()
+
+    best, good, bad = store.runs(sweep_id)
+    assert [run.state for run in (best, good)] == [RunState.FINISHED] * 2
+    assert (bad.params, bad.state) == ({"x": 3}, RunState.STOPPED)
+    assert any(f"run {bad.id}: stopped early" in line for line in lines)
+    kept = store.history(bad.id)  # a stopped run keeps what it reported
+    assert kept and len(kept) < 8 and all(row["loss"] == 5.0 for row in kept)
+    assert len(store.history(good.id)) == 8
+    assert "stopped" in invoke("status", sweep_id).stdout
+    assert store.sweep(sweep_id).state == "FINISHED"

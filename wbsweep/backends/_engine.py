@@ -12,7 +12,7 @@ from wbsweep.backends.base import RunRecord, RunState, SweepRecord
 from wbsweep.errors import WbsweepError
 from wbsweep.values import to_plain
 
-__all__ = ["next_params"]
+__all__ = ["next_params", "runs_to_stop"]
 
 #: Reported histories by run id: ``[{"_step": step, **metrics}, ...]``.
 Histories = dict[str, list[dict[str, Any]]]
@@ -41,6 +41,28 @@ def next_params(
         return None
     # The engine answers in numpy scalars; the store and params file hold JSON.
     return dict(to_plain({k: v["value"] for k, v in suggestion.config.items() if "value" in v}))
+
+
+def runs_to_stop(
+    sweep: SweepRecord, runs: list[RunRecord], histories: Histories | None = None
+) -> set[str]:
+    """Ids of the running runs the sweep's ``early_terminate`` (hyperband) stops now.
+
+    Empty when the sweep has no ``early_terminate``. Each run's reported
+    history is what the engine compares, band by band, as W&B's server does.
+
+    Raises:
+        WbsweepError: The engine could not decide (a config it rejects).
+    """
+    if not sweep.config.get("early_terminate"):
+        return set()
+    sweeps = _sweeps()
+    config = {**_config(sweep.config), "early_terminate": sweep.config["early_terminate"]}
+    try:
+        stopped = sweeps.stop_runs(config, _runs(sweep, runs, histories or {}))
+    except Exception as exc:  # the engine raises plain ValueErrors
+        raise WbsweepError(f"sweep {sweep.id}: early termination failed: {exc}") from exc
+    return {run.name for run in stopped}
 
 
 def _sweeps() -> Any:

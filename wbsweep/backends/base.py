@@ -130,6 +130,14 @@ class RunQueue(abc.ABC):
         """
 
     @abc.abstractmethod
+    def should_stop(self, run_id: str) -> bool:
+        """Whether the sweep's early termination (hyperband) stops this running run now.
+
+        A plain read over every run's reported history; ``False`` when the
+        sweep has no ``early_terminate`` or the run is not running.
+        """
+
+    @abc.abstractmethod
     def heartbeat(self, run_id: str) -> None:
         """The run's worker is alive now (``RunRecord.heartbeat_at``)."""
 

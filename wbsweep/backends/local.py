@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from wbsweep.backends import _liveness as liveness
-from wbsweep.backends._engine import next_params
+from wbsweep.backends._engine import next_params, runs_to_stop
 from wbsweep.backends._rows import histories, run_record, run_rows, sweep_record, sweep_row
 from wbsweep.backends._sqlite import SqliteFile
 from wbsweep.backends.base import (
@@ -179,6 +179,15 @@ class LocalBackend(Backend, RunQueue):
     def sweep_state(self, sweep_id: str) -> SweepState:
         with self._tx(about=f"sweep {sweep_id!r}") as db:
             return sweep_row(db, sweep_id, self.path).state
+
+    def should_stop(self, run_id: str) -> bool:
+        with self._tx(about=f"run {run_id!r}") as db:
+            run = run_record(self._run_row(db, run_id))
+            sweep = sweep_row(db, run.sweep_id, self.path)
+            if run.state != RunState.RUNNING or not sweep.config.get("early_terminate"):
+                return False
+            runs = run_rows(db, sweep.id)
+            return run_id in runs_to_stop(sweep, runs, histories(db, "sweep_id", sweep.id))
 
     def heartbeat(self, run_id: str) -> None:
         self._update_live_run(run_id, "heartbeat_at = ?", (time.time(),))
