@@ -235,8 +235,9 @@ class Agent:
         self._signals += 1
         if self._first_signal is None:
             self._first_signal = signum
-        # First signal: each worker stops its trial gracefully. Second: kill now.
-        sig = signal.SIGTERM if self._signals == 1 else signal.SIGKILL
+        # First signal: each worker gets it too (SIGTERM: preempted, run again;
+        # Ctrl-C: stopped) and ends its trial gracefully. Second: kill now.
+        sig = signum if self._signals == 1 else signal.SIGKILL
         if self._signals == 1:
             self.log("stopping workers (again to kill at once)")
         for proc in self._procs:

@@ -42,76 +42,63 @@ def debug_enabled(environ: Mapping[str, str] | None = None) -> bool:
 
 
 class WbsweepError(Exception):
-    """Root of all wbsweep errors; ``exit_code`` is what the CLI exits with."""
+    """Root of all wbsweep errors; ``exit_code`` is what the CLI exits with.
+
+    A subclass names its code in its bases: ``class StoreError(WbsweepError,
+    exit_code=EXIT_STORE)``; without one it keeps its parent's.
+    """
 
     exit_code = EXIT_FAILED
 
+    def __init_subclass__(cls, exit_code: int | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
-class UsageError(WbsweepError):
+
+class UsageError(WbsweepError, exit_code=EXIT_BAD_INPUT):
     """A command-line value or library argument that cannot work (``--workers 0``)."""
 
-    exit_code = EXIT_BAD_INPUT
 
-
-class SweepFileError(WbsweepError):
+class SweepFileError(WbsweepError, exit_code=EXIT_BAD_INPUT):
     """The sweep file cannot be imported or lacks something a trial needs."""
 
-    exit_code = EXIT_BAD_INPUT
 
-
-class SpaceError(WbsweepError):
+class SpaceError(WbsweepError, exit_code=EXIT_BAD_INPUT):
     """``hp_space`` cannot be turned into a valid W&B parameters section."""
 
-    exit_code = EXIT_BAD_INPUT
 
-
-class ConfigError(WbsweepError):
+class ConfigError(WbsweepError, exit_code=EXIT_BAD_INPUT):
     """The sweep config (method, metric, early_terminate, command) is invalid."""
 
-    exit_code = EXIT_BAD_INPUT
 
-
-class StoreError(WbsweepError):
+class StoreError(WbsweepError, exit_code=EXIT_STORE):
     """The local store cannot be read or written."""
 
-    exit_code = EXIT_STORE
 
-
-class SweepNotFoundError(WbsweepError):
+class SweepNotFoundError(WbsweepError, exit_code=EXIT_NOT_FOUND):
     """No sweep with the given id exists in the backend."""
-
-    exit_code = EXIT_NOT_FOUND
 
 
 class NoStoreError(SweepNotFoundError, StoreError):
     """The local store named does not exist, so no sweep or run is in it (exit code 4)."""
 
 
-class SweepStateError(WbsweepError):
+class SweepStateError(WbsweepError, exit_code=EXIT_FAILED):
     """The sweep cannot change to the asked state (it already finished or was canceled)."""
 
-    exit_code = EXIT_FAILED
 
-
-class NoBestRunError(WbsweepError):
+class NoBestRunError(WbsweepError, exit_code=EXIT_NO_BEST):
     """The sweep has no finished run with a finite objective yet."""
 
-    exit_code = EXIT_NO_BEST
 
-
-class TrialError(WbsweepError):
+class TrialError(WbsweepError, exit_code=EXIT_TRIAL):
     """A trial failed in a way the trial entrypoint can explain."""
 
-    exit_code = EXIT_TRIAL
 
-
-class WandbLoginError(WbsweepError):
+class WandbLoginError(WbsweepError, exit_code=EXIT_LOGIN):
     """No API key for the W&B server, or the server rejected it."""
 
-    exit_code = EXIT_LOGIN
 
-
-class WandbUnreachableError(WbsweepError):
+class WandbUnreachableError(WbsweepError, exit_code=EXIT_UNREACHABLE):
     """The W&B server did not answer."""
-
-    exit_code = EXIT_UNREACHABLE

@@ -29,14 +29,16 @@ from typing import Any, Protocol
 from wbsweep.backends.base import Reporter
 from wbsweep.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, UsageError
 from wbsweep.params import apply_params
-from wbsweep.procs import Terminated
+from wbsweep.procs import PREEMPTION, Terminated
 from wbsweep.sweepfile import SweepFile
 from wbsweep.training import (
     SweepFileTrainer,
     evaluation_callback,
     first_step_callback,
+    last_checkpoint,
     objective_of,
     plain_floats,
+    preemption_callback,
 )
 from wbsweep.wandb_run import RunSettings, TrialRun
 
@@ -120,7 +122,9 @@ def run_trial(
     Raises:
         TrialError: The sweep file returned something unusable, the params do
             not fit ``TrainingArguments``, or the objective is not finite.
-        Terminated: SIGTERM arrived (the W&B run ends with exit code 143).
+        Terminated: SIGTERM arrived (the W&B run ends with exit code 143). During
+            training, every rank first saves a checkpoint at the same step; the
+            next call for this run id resumes from it, and its W&B run goes on.
         Exception: Whatever the user's code or Trainer raised.
     """
     if goal not in GOALS:
@@ -128,13 +132,18 @@ def run_trial(
     if isinstance(setup, SweepFile):
         setup = SweepFileTrainer(setup)
     main = rank() == 0 if is_main is None else is_main
+    PREEMPTION.reset()
     args = apply_params(setup.base_args(), params, run_dir=f"run-{run_id}")
+    # A preempted run left a checkpoint in its own output dir: it goes on from there.
+    resume = last_checkpoint(args.output_dir)
     run = None
     if main and wandb is not None:
         settings = dataclasses.replace(wandb, sweep_project=wandb.sweep_project or setup.project)
         # Params last: a sweep run's config must hold the sweep's own values.
         config = {**args.to_sanitized_dict(), **params}
-        run = TrialRun.open(settings, run_id=run_id, config=config, metric=metric, goal=goal)
+        run = TrialRun.open(
+            settings, run_id=run_id, config=config, metric=metric, goal=goal, resume=bool(resume)
+        )
     if ready is not None:
         ready()
     reporting = reporter if main else None
@@ -142,14 +151,19 @@ def run_trial(
         setup.compute_objective,
         functools.partial(_report_evaluation, run, reporting, run_id, metric),
     )
-    callbacks = [evaluations]
+    preemption = preemption_callback(PREEMPTION)
+    callbacks = [evaluations, preemption]
     if reporting is not None:
         callbacks.append(first_step_callback(functools.partial(reporting.record_started, run_id)))
 
     exit_code, trainer, objective = EXIT_FAILED, None, None
     try:
         trainer = setup.trainer(args, params, callbacks)
-        trainer.train()
+        trainer.train(resume_from_checkpoint=resume)
+        if preemption.preempted:  # a checkpoint is saved: leave, to resume later
+            if run is not None:
+                run.mark_preempting()
+            raise Terminated
         evaluations.training = False
         metrics = plain_floats(trainer.evaluate())
         objective = objective_of(setup.compute_objective, metrics)

@@ -29,10 +29,40 @@ class Terminated(BaseException):
     """
 
 
+class Preemption:
+    """What a SIGTERM during training asks: save a checkpoint at the next step, then leave.
+
+    A scheduler (SLURM, Kubernetes) sends SIGTERM and waits a grace period
+    before SIGKILL. Training notes the request (``requested``) and a Trainer
+    callback ends it at the next step with a checkpoint; outside training a
+    SIGTERM raises :class:`Terminated` at once.
+    """
+
+    def __init__(self) -> None:
+        self.in_training = False
+        self.requested = False
+
+    def reset(self) -> None:
+        self.in_training = False
+        self.requested = False
+
+
+#: This process's preemption state (a process gets one SIGTERM handler).
+PREEMPTION = Preemption()
+
+
 def raise_on_sigterm() -> None:
-    """From now on SIGTERM raises :class:`Terminated`; a second SIGTERM kills at once."""
+    """From now on SIGTERM ends this process's trial; a second SIGTERM kills at once.
+
+    During training the first SIGTERM only sets :data:`PREEMPTION`'s request
+    (the trial checkpoints, then raises :class:`Terminated` itself); at any
+    other time it raises :class:`Terminated` here.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if PREEMPTION.in_training and not PREEMPTION.requested:
+            PREEMPTION.requested = True
+            return
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Terminated
 

@@ -79,6 +79,7 @@ class RunLoop:
         #: Whether the loop ended because ``max_consecutive_failures`` failed in a row.
         self.gave_up = False
         self._stopping = False
+        self._preempting = False
 
     @property
     def stopping(self) -> bool:
@@ -87,6 +88,15 @@ class RunLoop:
 
     def stop(self) -> None:
         """End the loop after the current trial (safe to call from a signal handler)."""
+        self._stopping = True
+
+    def preempt(self) -> None:
+        """End the loop because the node is going away: the current run is handed out again.
+
+        Its trial gets SIGTERM as for :meth:`stop`, saves a checkpoint and leaves;
+        the run is ``preempted`` and resumes on whichever worker claims it next.
+        """
+        self._preempting = True
         self._stopping = True
 
     def run(self) -> list[TrialOutcome]:
@@ -119,17 +129,22 @@ class RunLoop:
         self.queue.maybe_finish_sweep(self.sweep_id, max_retries=self.options.max_retries)
         return self.outcomes
 
+    def _as_told(self, end: RunEnd) -> RunEnd:
+        """``end`` with what the loop was told: preempted (run it again) or stopped."""
+        preempted = end.preempted or self._preempting
+        stopped = not preempted and (end.stopped or self._stopping)
+        return dataclasses.replace(end, preempted=preempted, stopped=stopped)
+
     def _paused(self) -> bool:
         return self.queue.sweep_state(self.sweep_id) == SweepState.PAUSED
 
     def _run_one(self, run: RunRecord) -> TrialOutcome:
         started = time.monotonic()
-        # Unless the runner returns, Ctrl-C or SIGTERM ended it: the run was stopped.
-        end = RunEnd(EXIT_FAILED, stopped=True)
+        # Unless the runner returns, Ctrl-C or SIGTERM ended it: stopped (or preempted).
+        end = self._as_told(RunEnd(EXIT_FAILED, stopped=True))
         beat = _Heartbeat(self.queue, run.id)
         try:
-            end = self.runner(run)
-            end = dataclasses.replace(end, stopped=end.stopped or self._stopping)
+            end = self._as_told(self.runner(run))
         except Exception as exc:
             end = RunEnd(EXIT_FAILED, _reason(exc))  # the runner itself broke: the run failed
             raise

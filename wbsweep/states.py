@@ -29,6 +29,9 @@ class RunState(_StrEnum):
 
     PENDING = "pending"
     RUNNING = "running"
+    #: Its trial saved a checkpoint and left when the node was preempted; it runs again
+    #: (resuming from that checkpoint, under the same run id) before any new run.
+    PREEMPTED = "preempted"
     FINISHED = "finished"
     FAILED = "failed"
     CRASHED = "crashed"
@@ -37,7 +40,7 @@ class RunState(_StrEnum):
     @property
     def terminal(self) -> bool:
         """A run in a terminal state never changes again."""
-        return self not in (RunState.PENDING, RunState.RUNNING)
+        return self not in (RunState.PENDING, RunState.RUNNING, RunState.PREEMPTED)
 
 
 class SweepState(_StrEnum):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from wbsweep.errors import TrialError
+from wbsweep.procs import Preemption
 from wbsweep.sweepfile import SweepFile
 
 __all__ = [
@@ -21,8 +22,10 @@ __all__ = [
     "datasets_of",
     "evaluation_callback",
     "first_step_callback",
+    "last_checkpoint",
     "objective_of",
     "plain_floats",
+    "preemption_callback",
     "trainer_kwargs_of",
 ]
 
@@ -180,6 +183,57 @@ def evaluation_callback(
             report(int(state.global_step), objective, values)
 
     return ReportEvaluations()
+
+
+def preemption_callback(preemption: Preemption) -> Any:
+    """A ``TrainerCallback`` that ends training with a checkpoint once preemption is asked.
+
+    Every rank gets the scheduler's SIGTERM, not always before the same step:
+    with several ranks, they agree at each step (any rank asked means all stop)
+    so every rank saves and stops at the same step, and no collective hangs.
+    Its ``preempted`` says whether it stopped training.
+    """
+    from transformers import TrainerCallback
+
+    class CheckpointOnPreemption(TrainerCallback):
+        preempted = False
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            preemption.in_training = True
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            preemption.in_training = False
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            asked = preemption.requested
+            if args.world_size > 1:
+                asked = _any_rank(asked, args.device)
+            if asked:
+                control.should_save = True
+                control.should_training_stop = True
+                self.preempted = True
+
+    return CheckpointOnPreemption()
+
+
+def _any_rank(flag: bool, device: Any) -> bool:
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    """The newest ``checkpoint-N`` under ``output_dir`` (a preempted run's), if any."""
+    import os
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
 
 
 class SweepFileTrainer:

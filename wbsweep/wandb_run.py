@@ -79,11 +79,13 @@ class TrialRun:
         config: Mapping[str, Any],
         metric: str,
         goal: str,
+        resume: bool = False,
     ) -> TrialRun | None:
         """Open (or join) the run ``run_id``; ``None`` when W&B is disabled.
 
         ``config`` is the run's config: the sweep's params must win over any
         other value there, so a sweep run holds the sweep's own values.
+        ``resume`` continues the run's history (a preempted run going on).
         """
         mode = os.environ.get("WANDB_MODE") or settings.mode
         if mode == "disabled":
@@ -97,6 +99,7 @@ class TrialRun:
             group=settings.group,
             config=dict(config),
             mode=mode,  # type: ignore[arg-type]
+            resume="allow" if resume else None,
             # A reused process may still hold the previous trial's run.
             reinit="finish_previous",
         )
@@ -115,6 +118,10 @@ class TrialRun:
         """The trial's final metrics and objective, logged and set in the summary."""
         self.log_objective(objective, metrics)
         self.run.summary[self.metric] = objective
+
+    def mark_preempting(self) -> None:
+        """Tell W&B the run is being preempted, so its sweep hands it out again."""
+        self.run.mark_preempting()
 
     def finish(self, exit_code: int) -> None:
         """End the run; a non-zero exit code marks it failed on W&B."""

@@ -164,7 +164,12 @@ class Worker:
                 procs.signal_group(proc.pid, signal.SIGKILL)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.loop.stop()
+        # SIGTERM is what SLURM and Kubernetes send a node they take back: the
+        # run is preempted and runs again. Ctrl-C (SIGINT) means stop.
+        if signum == signal.SIGTERM:
+            self.loop.preempt()
+        else:
+            self.loop.stop()
 
 
 def failure_reason(log: Path, exit_code: int | None) -> str:

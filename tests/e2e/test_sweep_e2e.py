@@ -80,8 +80,14 @@ def test_two_rank_trials_train_alike_and_best_picks_the_best(tmp_path: Path) -> 
     assert len(offline) == 3
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_stopping_the_agent_leaves_no_rank_running(tmp_path: Path, sig: int) -> None:
+# SIGTERM is a scheduler taking the node back (and a SIGKILLed agent's workers get SIGTERM from
+# the kernel): the run is preempted, to run again. Ctrl-C means stop.
+@pytest.mark.parametrize(
+    ("sig", "state"),
+    [(signal.SIGTERM, "preempted"), (signal.SIGKILL, "preempted"), (signal.SIGINT, "stopped")],
+    ids=["sigterm", "sigkill", "sigint"],
+)
+def test_stopping_the_agent_leaves_no_rank_running(tmp_path: Path, sig: int, state: str) -> None:
     record = tmp_path / "records"
     record.mkdir()
     sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "1")
@@ -109,5 +115,5 @@ def test_stopping_the_agent_leaves_no_rank_running(tmp_path: Path, sig: int) -> 
         if agent.poll() is None:
             agent.kill()
     (run,) = status(sweep_id)["runs"]
-    assert run["state"] == "stopped"
+    assert run["state"] == state
     assert processes_mentioning(str(record)) == []

@@ -27,7 +27,7 @@ _RUN_STATES = {
     "failed": RunState.FAILED,
     "crashed": RunState.CRASHED,
     "killed": RunState.STOPPED,
-    "preempted": RunState.STOPPED,
+    "preempted": RunState.PREEMPTED,
 }
 
 

@@ -102,7 +102,8 @@ class RunQueue(abc.ABC):
     ) -> RunRecord | None:
         """Choose the sweep's next run and mark it ``running`` for ``worker``.
 
-        A crashed run's params come first (as a rerun), then the engine's choice.
+        A preempted run comes first (the same run, to resume), then a crashed
+        run's params (as a rerun), then the engine's choice.
 
         Returns:
             The run, or ``None`` when the sweep is not running, ``run_cap`` is
@@ -161,7 +162,9 @@ class RunQueue(abc.ABC):
     def finish_run(self, run_id: str, end: RunEnd) -> RunState:
         """Close a run after its trial ended; return the state it ended in.
 
-        A trial stopped on purpose is ``stopped``; exit code 0 is
+        A preempted trial (its node is going away) is ``preempted``: the run is
+        handed out again, under the same id, before any new run. A trial
+        stopped on purpose is ``stopped``; exit code 0 is
         ``finished``; killed by a signal (``None``, negative, or 128 and above)
         is ``crashed``; any other non-zero exit is ``failed``. ``end.reason``
         (one line) is kept for a failed or crashed run. A run already in a

@@ -158,6 +158,14 @@ class LocalBackend(Backend, RunQueue):
                 return None
             now = time.time()
             runs = self._reaped(db, sweep_id, now)
+            resumed = next((run for run in runs if run.state == RunState.PREEMPTED), None)
+            if resumed is not None:
+                db.execute(
+                    "UPDATE runs SET state = ?, worker = ?, claimed_at = ?, heartbeat_at = ?,"
+                    " exit_code = NULL, reason = NULL, finished_at = NULL WHERE id = ?",
+                    (RunState.RUNNING.value, worker, now, now, resumed.id),
+                )
+                return run_record(self._run_row(db, resumed.id))
             retry = liveness.next_retry(runs, max_retries)
             if retry is not None:
                 params: dict[str, Any] | None = retry.params
@@ -225,7 +233,9 @@ class LocalBackend(Backend, RunQueue):
             if current.terminal:
                 return current
             code = end.exit_code
-            if end.stopped:
+            if end.preempted and code != 0:
+                state = RunState.PREEMPTED
+            elif end.stopped:
                 state = RunState.STOPPED
             elif code == 0:
                 state = RunState.FINISHED

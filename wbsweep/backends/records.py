@@ -78,11 +78,13 @@ class RunEnd:
         exit_code: The trial's exit code; ``None`` when a signal killed it.
         reason: Why it failed, in one line (the trial's own error line).
         stopped: It was stopped on purpose (cancel, Ctrl-C, early termination).
+        preempted: Its node is going away (a scheduler's SIGTERM): it runs again later.
     """
 
     exit_code: int | None
     reason: str | None = None
     stopped: bool = False
+    preempted: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,77 @@
+"""Preemption: a scheduler's SIGTERM partway through training, then the rerun resumes.
+
+A real 2-rank trial gets SIGTERM through ``wbsweep agent`` (as SLURM or Kubernetes send it to the
+node's job); both ranks save one checkpoint at the same step and leave, the run is ``preempted``,
+and the next agent resumes that run, under the same id, from that step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import (
+    TEST_SWEEPS,
+    WBSWEEP,
+    create,
+    processes_mentioning,
+    rank_records,
+    status,
+    wait_for,
+    wbsweep,
+)
+
+from wbsweep.errors import EXIT_TERMINATED
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_preempted_trial_checkpoints_and_its_rerun_resumes_from_there(tmp_path: Path) -> None:
+    record = tmp_path / "records"
+    record.mkdir()
+    sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "1")
+    env = {**os.environ, "WBSWEEP_TEST_RECORD_DIR": str(record), "WBSWEEP_TEST_SLEEP": "0.3"}
+    agent = subprocess.Popen(
+        [WBSWEEP, "agent", sweep_id, "--processes-per-trial", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(
+            lambda: max((r.get("step", 0) for r in rank_records(record)), default=0) >= 3,
+            120,
+            "a few training steps",
+        )
+        agent.send_signal(signal.SIGTERM)
+        out, _ = agent.communicate(timeout=90)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == EXIT_TERMINATED, out
+    wait_for(lambda: not processes_mentioning(str(record)), 60, "every process to end")
+    (run,) = status(sweep_id)["runs"]
+    assert run["state"] == "preempted", run
+    run_dir = tmp_path / "outputs" / "record_ranks" / f"run-{run['id']}"
+    (checkpoint,) = run_dir.glob("checkpoint-*")
+    saved = int(checkpoint.name.split("-")[1])
+    first_pids = {r["pid"] for r in rank_records(record)}
+
+    # Another agent (any node that sees the output dir) takes the preempted run first.
+    again = wbsweep(
+        "agent", sweep_id, "--processes-per-trial", "2",
+        WBSWEEP_TEST_RECORD_DIR=str(record), WBSWEEP_TEST_SLEEP="0.01", timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    (done,) = status(sweep_id)["runs"]
+    assert (done["id"], done["state"]) == (run["id"], "finished")
+    assert done["objective"] is not None
+    resumed = [r for r in rank_records(record) if r["pid"] not in first_pids]
+    steps = [r["step"] for r in resumed if r["event"] == "step"]
+    assert sorted({r["rank"] for r in resumed if r["event"] == "step"}) == [0, 1]
+    assert min(steps) == saved + 1  # global_step goes on from the checkpoint, on both ranks
+    assert status(sweep_id)["state"] == "FINISHED"
