@@ -36,6 +36,7 @@ from wbsweep.errors import (
     EXIT_TERMINATED,
     UsageError,
 )
+from wbsweep.procs import PREEMPT_MARK_ENV
 
 ACCELERATE_CONFIG_ENV = "WBSWEEP_ACCELERATE_CONFIG"
 
@@ -194,6 +195,7 @@ class Agent:
         self._procs: list[subprocess.Popen[bytes]] = []
         self._signals = 0
         self._first_signal: int | None = None
+        self._preempt_mark: Path | None = None
 
     def run(self) -> int:
         """Run every worker to its end; the node's exit code.
@@ -206,6 +208,7 @@ class Agent:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         workdir = Path(tempfile.mkdtemp(prefix="wbsweep-agent-"))
+        self._preempt_mark = workdir / "preempting"
         try:
             configs = write_accelerate_configs(self.slots, workdir)
             for slot, config in zip(self.slots, configs, strict=False):
@@ -214,6 +217,7 @@ class Agent:
                 if slot.index and self.stagger:
                     time.sleep(self.stagger)
                 env = {**worker_env(slot, config, os.environ), **self.extra_env}
+                env[PREEMPT_MARK_ENV] = str(self._preempt_mark)
                 self.log(
                     f"worker {slot.index}: {slot.device}, {slot.num_processes} "
                     f"process{'es' if slot.num_processes > 1 else ''} per trial"
@@ -238,6 +242,8 @@ class Agent:
         # First signal: each worker gets it too (SIGTERM: preempted, run again;
         # Ctrl-C: stopped) and ends its trial gracefully. Second: kill now.
         sig = signum if self._signals == 1 else signal.SIGKILL
+        if signum == signal.SIGTERM and self._preempt_mark is not None:
+            self._preempt_mark.touch()  # before the trials hear of it
         if self._signals == 1:
             self.log("stopping workers (again to kill at once)")
         for proc in self._procs:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from wbsweep.backends.base import Reporter
 from wbsweep.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, UsageError
 from wbsweep.params import apply_params
-from wbsweep.procs import PREEMPTION, Terminated
+from wbsweep.procs import PREEMPTION, Terminated, node_preempting
 from wbsweep.sweepfile import SweepFile
 from wbsweep.training import (
     SweepFileTrainer,
@@ -161,8 +161,8 @@ def run_trial(
         trainer = setup.trainer(args, params, callbacks)
         trainer.train(resume_from_checkpoint=resume)
         if preemption.preempted:  # a checkpoint is saved: leave, to resume later
-            if run is not None:
-                run.mark_preempting()
+            if run is not None and node_preempting():
+                run.mark_preempting()  # W&B hands the run out again
             raise Terminated
         evaluations.training = False
         metrics = plain_floats(trainer.evaluate())

@@ -50,6 +50,20 @@ class Preemption:
 #: This process's preemption state (a process gets one SIGTERM handler).
 PREEMPTION = Preemption()
 
+#: A file ``wbsweep agent`` creates when the scheduler SIGTERMs it, before it passes the
+#: signal on: a trial's SIGTERM is then a preemption (W&B requeues the run), not a stop.
+PREEMPT_MARK_ENV = "WBSWEEP_PREEMPT_MARK"
+
+
+def node_preempting(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this node's ``wbsweep agent`` was told to go away (see :data:`PREEMPT_MARK_ENV`).
+
+    A ``wandb agent`` stops a run (hyperband, the stop button) with the same
+    SIGTERM a scheduler sends; only the agent that got the scheduler's signal knows.
+    """
+    mark = (os.environ if environ is None else environ).get(PREEMPT_MARK_ENV)
+    return mark is not None and os.path.exists(mark)
+
 
 def raise_on_sigterm() -> None:
     """From now on SIGTERM ends this process's trial; a second SIGTERM kills at once.
@@ -98,6 +112,12 @@ def start_group(
         start_new_session=True,
         preexec_fn=die_with_parent,  # noqa: PLW1509 - runs before exec, sets one flag
     )
+
+
+def signal_pid(pid: int, sig: int) -> None:
+    """Send ``sig`` to one process; a process already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
 
 
 def signal_group(pgid: int, sig: int) -> None:

@@ -27,6 +27,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from typing import Any
 
@@ -96,6 +98,50 @@ def die_with_parent() -> None:
         raise SystemExit(EXIT_TERMINATED)
 
 
+def watch_launcher(poll: float = 1.0, grace: float = 30.0) -> None:
+    """End this trial's launcher once it is orphaned: the agent that started it died.
+
+    ``wandb agent`` starts a run's command from a thread, with no parent-death
+    signal, so a SIGKILLed ``wandb agent`` would leave the launcher (and so every
+    rank) running. A thread here notices the launcher's new parent, sends it
+    SIGTERM (its ranks then get theirs) and SIGKILL after ``grace`` seconds.
+    Does nothing when this process was not started by a launcher.
+    """
+    launcher = os.getppid()
+    agent = _parent_of(launcher)
+    if agent is None or not _is_launcher(launcher):
+        return
+
+    def watch() -> None:
+        while (parent := _parent_of(launcher)) == agent:
+            time.sleep(poll)
+        if parent is None:
+            return  # the launcher is gone: this rank's parent-death signal follows
+        procs.signal_pid(launcher, signal.SIGTERM)
+        time.sleep(grace)
+        procs.signal_pid(launcher, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="wbsweep-watch-launcher", daemon=True).start()
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _is_launcher(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    names = {os.path.basename(arg) for arg in argv[:3]}
+    return bool(names & {"accelerate", "torchrun"}) or "torch.distributed.run" in argv
+
+
 def _destroy_process_group() -> None:
     if "torch.distributed" not in sys.modules:
         return
@@ -131,6 +177,7 @@ def _fail(message: str, *, all_ranks: bool = True) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one trial from the command line; returns the process exit code."""
     die_with_parent()
+    watch_launcher()
     procs.raise_on_sigterm()
     options = _parser().parse_args(argv)
     debug = debug_enabled()

@@ -1,0 +1,61 @@
+"""A SIGKILLed ``wandb agent`` leaves no trial behind.
+
+``wandb agent`` starts each run's command from a thread, with no parent-death signal, so the
+trial's launcher would outlive it; every rank of a wbsweep trial watches its launcher and ends
+it once it is orphaned. Real ``wandb agent``, real 2-rank trial, against the W&B test double.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import TEST_SWEEPS, WBSWEEP, processes_mentioning, rank_records, wait_for, wbsweep
+from wandb_double import WandbDouble
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_sigkilled_wandb_agent_leaves_no_launcher_or_rank(
+    wandb_double: WandbDouble, tmp_path: Path
+) -> None:
+    record = tmp_path / "records"
+    record.mkdir()
+    created = wbsweep(
+        "create", str(TEST_SWEEPS / "record_ranks.py"), "--backend", "wandb",
+        "--project", "proj", "--json", "--n-trials", "1",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    path = json.loads(created.stdout)["sweep_id"]
+    env = {**os.environ, "WBSWEEP_TEST_RECORD_DIR": str(record), "WBSWEEP_TEST_SLEEP": "1"}
+    agent = subprocess.Popen(
+        [WBSWEEP, "agent", path, "--processes-per-trial", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(
+            lambda: len({r["pid"] for r in rank_records(record) if r["event"] == "step"}) == 2,
+            180, "both ranks to train",
+        )  # fmt: skip
+        (wandb_agent,) = [
+            pid
+            for pid, cmd in processes_mentioning(path)
+            if " agent " in f" {cmd} " and "wandb" in cmd.split()[1]
+        ]
+        os.kill(wandb_agent, signal.SIGKILL)
+        killed = time.monotonic()
+        # Within seconds: the ranks notice at once, checkpoint at their next step and leave.
+        # (Left alone, they would train on until a write to the dead agent's pipe failed.)
+        wait_for(lambda: not processes_mentioning(str(record)), 60, "the launcher and ranks to end")
+        print(f"trial gone {time.monotonic() - killed:.1f} s after the agent's SIGKILL")
+        assert time.monotonic() - killed < 20
+    finally:
+        if agent.poll() is None:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=60)
+    assert processes_mentioning(str(record)) == []
