@@ -39,6 +39,8 @@ from wbsweep.errors import (
 from wbsweep.procs import PREEMPT_MARK_ENV
 
 ACCELERATE_CONFIG_ENV = "WBSWEEP_ACCELERATE_CONFIG"
+#: How many times the agent starts again a worker that a signal killed.
+MAX_RESTARTS = 10
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,7 @@ class Agent:
         self._preempt_mark = workdir / "preempting"
         try:
             configs = write_accelerate_configs(self.slots, workdir)
+            envs: list[dict[str, str]] = []
             for slot, config in zip(self.slots, configs, strict=False):
                 if self._signals:
                     break
@@ -222,8 +225,9 @@ class Agent:
                     f"worker {slot.index}: {slot.device}, {slot.num_processes} "
                     f"process{'es' if slot.num_processes > 1 else ''} per trial"
                 )
+                envs.append(env)
                 self._procs.append(procs.start_group(self.worker_argv(slot), env=env))
-            codes = [proc.wait() for proc in self._procs]
+            codes = self._wait_all(envs)
         finally:
             self._stop_all()
             for sig, handler in previous.items():
@@ -234,6 +238,28 @@ class Agent:
         if all(code == EXIT_OK for code in codes):
             return EXIT_OK
         return EXIT_GAVE_UP if EXIT_GAVE_UP in codes else EXIT_FAILED
+
+    def _wait_all(self, envs: Sequence[dict[str, str]]) -> list[int]:
+        """Wait for every worker; one killed by a signal we did not send starts again.
+
+        The OOM killer or a stray ``kill -9`` takes a worker, not the node: its
+        run is noticed as crashed (heartbeats) and rerun, and the node keeps its
+        workers, up to ``MAX_RESTARTS`` times each.
+        """
+        restarts = [0] * len(self._procs)
+        while True:
+            codes = [proc.poll() for proc in self._procs]
+            for index, code in enumerate(codes):
+                killed = code is not None and code < 0 and not self._signals
+                if killed and restarts[index] < MAX_RESTARTS:
+                    restarts[index] += 1
+                    self.log(f"worker {index} was killed ({_signal_name(code)}); starting it again")
+                    slot = self.slots[index]
+                    self._procs[index] = procs.start_group(self.worker_argv(slot), env=envs[index])
+                    codes[index] = None
+            if all(code is not None for code in codes):
+                return [int(code) for code in codes if code is not None]
+            time.sleep(0.5)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
@@ -283,3 +309,10 @@ def run_agent(
         stagger=backend.worker_stagger,
         extra_env=extra_env,
     ).run()
+
+
+def _signal_name(code: int | None) -> str:
+    try:
+        return signal.Signals(-(code or 0)).name
+    except ValueError:
+        return f"signal {-(code or 0)}"

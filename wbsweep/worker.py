@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -119,8 +120,14 @@ class Worker:
                 exit_code, stopped = self._wait(run)
             finally:
                 self._proc = None
-        reason = None if exit_code == 0 or stopped else failure_reason(log, exit_code)
-        return RunEnd(exit_code, reason, stopped=stopped)
+        if exit_code == 0 or stopped:
+            return RunEnd(exit_code, stopped=stopped)
+        killed = rank_killed_by(log)
+        if killed is not None and exit_code is not None and exit_code > 0:
+            # A rank killed by a signal (the OOM killer, a node problem) is a crash, not
+            # the user's code failing: the run is crashed and its params run again.
+            return RunEnd(-killed, f"a rank was killed by {_signal_name(killed)}")
+        return RunEnd(exit_code, failure_reason(log, exit_code))
 
     def _log_path(self, run: RunRecord) -> Path:
         return Path(self.queue.trial_log(self.sweep_id, run.id))
@@ -172,6 +179,36 @@ class Worker:
             self.loop.stop()
 
 
+# How launchers report a rank that a signal killed: Python's subprocess (accelerate's
+# one-process launcher) and torch elastic (several ranks).
+_KILLED = (
+    re.compile(r"died with <Signals\.(SIG[A-Z0-9]+): (\d+)>"),
+    re.compile(r"exitcode\s*:\s*-(\d+)\b"),
+)
+
+
+def rank_killed_by(log: Path) -> int | None:
+    """The signal that killed one of the trial's ranks, as its launcher logged it; else None."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return None
+    if _TRIAL_ERROR in text:
+        return None  # the trial explained its own failure
+    for pattern in _KILLED:
+        match = pattern.search(text)
+        if match:
+            return int(match.group(match.lastindex or 1))
+    return None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def failure_reason(log: Path, exit_code: int | None) -> str:
     """Why a trial failed, in one line: its own error line, else how its process ended.
 
@@ -186,10 +223,7 @@ def failure_reason(log: Path, exit_code: int | None) -> str:
     if errors:
         return errors[-1]
     if exit_code is not None and exit_code < 0:
-        try:
-            return f"killed by {signal.Signals(-exit_code).name}"
-        except ValueError:
-            return f"killed by signal {-exit_code}"
+        return f"killed by {_signal_name(-exit_code)}"
     last = next((line for line in reversed(lines) if line), None)
     return last or f"exit code {exit_code}"
 
