@@ -7,12 +7,23 @@ may carry), so no training is needed to see what the worker does around it.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import WBSWEEP, invoke, invoke_status, processes_mentioning, wait_for
+from helpers import (
+    TEST_SWEEPS,
+    WBSWEEP,
+    create,
+    invoke,
+    invoke_status,
+    processes_mentioning,
+    rank_records,
+    status,
+    wait_for,
+)
 
 from wbsweep import worker as worker_module
 from wbsweep.backends.base import DriveOptions
@@ -213,3 +224,34 @@ def test_hyperband_stops_a_bad_run_on_the_local_backend(monkeypatch: pytest.Monk
     assert len(store.history(good.id)) == 8
     assert "stopped" in invoke("status", sweep_id).stdout
     assert store.sweep(sweep_id).state == "FINISHED"
+
+
+def test_a_rank_killed_by_a_signal_is_a_crash_and_its_params_run_again(tmp_path: Path) -> None:
+    record, fast = tmp_path / "records", tmp_path / "fast"
+    record.mkdir()
+    sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "1")
+    env = {
+        **os.environ,
+        "WBSWEEP_TEST_RECORD_DIR": str(record),
+        "WBSWEEP_TEST_SLEEP": "1",
+        "WBSWEEP_TEST_SLEEP_UNLESS": str(fast),
+    }
+    agent = subprocess.Popen([WBSWEEP, "agent", sweep_id], env=env, stdout=subprocess.PIPE)
+    try:
+        wait_for(
+            lambda: any(r["event"] == "step" for r in rank_records(record)), 120, "a training step"
+        )
+        (rank,) = {r["pid"] for r in rank_records(record) if r["event"] == "step"}
+        fast.touch()
+        os.kill(rank, signal.SIGKILL)  # the OOM killer takes one rank
+        agent.communicate(timeout=180)
+    finally:
+        agent.kill()
+    assert agent.returncode == 0
+    crashed, rerun = status(sweep_id)["runs"]
+    assert crashed["state"] == "crashed" and "killed by SIGKILL" in crashed["reason"]
+    assert (rerun["state"], rerun["retry_of"], rerun["params"]) == (
+        "finished",
+        crashed["id"],
+        crashed["params"],
+    )

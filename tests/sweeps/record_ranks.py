@@ -11,7 +11,8 @@ Environment knobs:
 * ``WBSWEEP_TEST_FAIL_IF=name=value``: ``model_init`` raises when the trial's
   param ``name`` equals ``value`` (compared as JSON or as text).
 * ``WBSWEEP_TEST_SLEEP``: seconds to sleep after each training step, so a test
-  can stop a trial while it runs.
+  can stop a trial while it runs; not once the file ``WBSWEEP_TEST_SLEEP_UNLESS``
+  names exists (so a rerun goes fast).
 
 The Trainer reports to W&B here (``report_to=["wandb"]``), so tests can check
 that its ``WandbCallback`` logs into the trial's own run.
@@ -102,7 +103,8 @@ def trainer_kwargs() -> dict[str, Any]:
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             delay = float(os.environ.get("WBSWEEP_TEST_SLEEP", "0") or 0)
-            if delay > 0:
+            unless = os.environ.get("WBSWEEP_TEST_SLEEP_UNLESS")
+            if delay > 0 and not (unless and os.path.exists(unless)):
                 _record("step", step=state.global_step)
                 time.sleep(delay)
 
