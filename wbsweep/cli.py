@@ -231,11 +231,14 @@ def status(sweep: str, store: str | None, as_json: bool) -> None:
     target, sweep_id = backend_for_sweep(sweep, store=store)
     record = target.sweep(sweep_id)
     runs = target.runs(sweep_id)
+    logs = target.trial_logs(sweep_id, runs)
     if as_json:
-        click.echo(json.dumps(views.status_json(record, runs), indent=2))
+        click.echo(json.dumps(views.status_json(record, runs, logs), indent=2))
         return
     click.echo(views.status_line(record, runs))
     click.echo(views.runs_table(runs, record.metric_name))
+    for line in views.failure_logs(runs, logs):
+        click.echo(line)
 
 
 @main.command()

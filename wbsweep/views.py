@@ -13,23 +13,32 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wbsweep.backends.base import RunRecord, SweepRecord
 
-__all__ = ["runs_table", "status_json", "status_line"]
+__all__ = ["failure_logs", "runs_table", "status_json", "status_line"]
 
 
-def status_json(sweep: SweepRecord, runs: Sequence[RunRecord]) -> dict[str, Any]:
-    """The sweep and every field of every run, as plain JSON data."""
+def status_json(
+    sweep: SweepRecord, runs: Sequence[RunRecord], logs: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The sweep and every field of every run, with its trial's log where one was kept."""
+    logs = logs or {}
     return {
         "sweep_id": sweep.id,
         "state": sweep.state,
         "metric": {"name": sweep.metric_name, "goal": sweep.goal},
         "run_cap": sweep.run_cap,
-        "runs": [dataclasses.asdict(run) for run in runs],
+        "runs": [{**dataclasses.asdict(run), "log": logs.get(run.id)} for run in runs],
     }
+
+
+def failure_logs(runs: Sequence[RunRecord], logs: Mapping[str, str]) -> list[str]:
+    """``Log of RUN: PATH`` for each failed or crashed run whose trial log was kept."""
+    failed = [run for run in runs if run.state in ("failed", "crashed") and run.id in logs]
+    return [f"Log of {run.id}: {logs[run.id]}" for run in failed]
 
 
 def status_line(sweep: SweepRecord, runs: Sequence[RunRecord]) -> str:

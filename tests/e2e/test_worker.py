@@ -159,6 +159,9 @@ def test_the_agent_gives_up_on_failing_trials_naming_the_cause(tmp_path: Path) -
     assert {run.reason for run in runs} == {"model_init raised ValueError: no size 7"}
     shown = invoke("status", sweep_id)
     assert "model_init raised ValueError" in shown.stdout
+    log = store.trial_log(sweep_id, runs[0].id)
+    assert f"Log of {runs[0].id}: {log}" in shown.stdout
+    assert invoke_status(sweep_id)["runs"][0]["log"] == log
 
 
 @pytest.mark.parametrize("how", ["cancel", "stop"])

@@ -271,6 +271,14 @@ class Backend(abc.ABC):
             if run.state == RunState.FINISHED and run.has_finite_objective
         ]
 
+    def trial_logs(self, sweep_id: str, runs: list[RunRecord]) -> dict[str, str]:
+        """Where each run's trial output was kept, for the runs that have a log here."""
+        queue = self.queue
+        if queue is None:
+            return {}
+        paths = {run.id: queue.trial_log(sweep_id, run.id) for run in runs}
+        return {run_id: path for run_id, path in paths.items() if os.path.exists(path)}
+
     @property
     def queue(self) -> RunQueue | None:
         """The run queue, where wbsweep hands out runs; ``None`` where W&B's agent does."""
