@@ -96,6 +96,10 @@ class TrialError(WbsweepError, exit_code=EXIT_TRIAL):
     """A trial failed in a way the trial entrypoint can explain."""
 
 
+class TrialStopped(WbsweepError):
+    """A trial ended early on purpose: the sweep's early termination (hyperband) stopped it."""
+
+
 class WandbLoginError(WbsweepError, exit_code=EXIT_LOGIN):
     """No API key for the W&B server, or the server rejected it."""
 

@@ -27,18 +27,25 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wbsweep.backends.base import Reporter
-from wbsweep.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, UsageError
+from wbsweep.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    TrialStopped,
+    UsageError,
+)
 from wbsweep.params import apply_params
 from wbsweep.procs import PREEMPTION, Terminated, node_preempting
 from wbsweep.sweepfile import SweepFile
 from wbsweep.training import (
+    EarlyStop,
     SweepFileTrainer,
+    ending_callback,
     evaluation_callback,
     first_step_callback,
     last_checkpoint,
     objective_of,
     plain_floats,
-    preemption_callback,
 )
 from wbsweep.wandb_run import RunSettings, TrialRun
 
@@ -98,6 +105,7 @@ def run_trial(
     wandb: RunSettings | None = RunSettings(),  # noqa: B008 - frozen, never mutated
     is_main: bool | None = None,
     ready: Callable[[], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrialResult:
     """Train and evaluate one trial on this rank; rank 0 logs and reports it.
 
@@ -115,6 +123,9 @@ def run_trial(
         is_main: Whether this is rank 0 [default: from ``RANK``].
         ready: Called once the run is open and the arguments are built, just
             before training starts (the plugin tells the other ranks to start).
+        should_stop: Asked on rank 0 after each evaluation during training
+            whether the sweep stops this run (hyperband); every rank then ends
+            training at the same step.
 
     Returns:
         The objective and final eval metrics.
@@ -122,6 +133,7 @@ def run_trial(
     Raises:
         TrialError: The sweep file returned something unusable, the params do
             not fit ``TrainingArguments``, or the objective is not finite.
+        TrialStopped: ``should_stop`` said so; on every rank.
         Terminated: SIGTERM arrived (the W&B run ends with exit code 143). During
             training, every rank first saves a checkpoint at the same step; the
             next call for this run id resumes from it, and its W&B run goes on.
@@ -147,12 +159,17 @@ def run_trial(
     if ready is not None:
         ready()
     reporting = reporter if main else None
-    evaluations = evaluation_callback(
-        setup.compute_objective,
-        functools.partial(_report_evaluation, run, reporting, run_id, metric),
-    )
-    preemption = preemption_callback(PREEMPTION)
-    callbacks = [evaluations, preemption]
+    early_stop = EarlyStop()
+    report = functools.partial(_report_evaluation, run, reporting, run_id, metric)
+
+    def evaluated(step: int, objective: float, metrics: dict[str, float]) -> None:
+        report(step, objective, metrics)
+        if should_stop is not None and main and should_stop():
+            early_stop.requested = True
+
+    evaluations = evaluation_callback(setup.compute_objective, evaluated)
+    ending = ending_callback(PREEMPTION, early_stop)
+    callbacks = [evaluations, ending]
     if reporting is not None:
         callbacks.append(first_step_callback(functools.partial(reporting.record_started, run_id)))
 
@@ -160,10 +177,13 @@ def run_trial(
     try:
         trainer = setup.trainer(args, params, callbacks)
         trainer.train(resume_from_checkpoint=resume)
-        if preemption.preempted:  # a checkpoint is saved: leave, to resume later
+        if ending.preempted:  # a checkpoint is saved: leave, to resume later
             if run is not None and node_preempting():
                 run.mark_preempting()  # W&B hands the run out again
             raise Terminated
+        if ending.stopped:
+            exit_code = 0  # the run keeps what it reported; the sweep records it stopped
+            raise TrialStopped(f"run {run_id} stopped early by the sweep's early termination")
         evaluations.training = False
         metrics = plain_floats(trainer.evaluate())
         objective = objective_of(setup.compute_objective, metrics)

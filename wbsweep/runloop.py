@@ -19,6 +19,7 @@ trains in its own process (:func:`in_process`). The loop owns the rest:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from wbsweep.backends.base import (
     RunState,
     SweepState,
 )
-from wbsweep.errors import EXIT_FAILED, WbsweepError
+from wbsweep.errors import EXIT_FAILED, TrialStopped, WbsweepError
 
 __all__ = ["RunLoop", "TrialOutcome", "TrialRunner", "in_process"]
 
@@ -201,9 +202,12 @@ def in_process(queue: RunQueue, trial: InProcessTrial) -> TrialRunner:
             reporter=queue,
             wandb_mode="offline",
             wandb_group=f"sweep-{run.sweep_id}",
+            should_stop=functools.partial(queue.should_stop, run.id),
         )
         try:
             trial(claimed)
+        except TrialStopped:
+            return RunEnd(0, stopped=True)
         except Exception as exc:  # noqa: BLE001 - the trial logged it; the run failed for it
             return RunEnd(EXIT_FAILED, _reason(exc))
         return RunEnd(0)

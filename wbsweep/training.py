@@ -25,7 +25,8 @@ __all__ = [
     "last_checkpoint",
     "objective_of",
     "plain_floats",
-    "preemption_callback",
+    "EarlyStop",
+    "ending_callback",
     "trainer_kwargs_of",
 ]
 
@@ -185,18 +186,28 @@ def evaluation_callback(
     return ReportEvaluations()
 
 
-def preemption_callback(preemption: Preemption) -> Any:
-    """A ``TrainerCallback`` that ends training with a checkpoint once preemption is asked.
+class EarlyStop:
+    """Rank 0's word that the sweep stops this run now (hyperband): every rank ends training."""
 
-    Every rank gets the scheduler's SIGTERM, not always before the same step:
-    with several ranks, they agree at each step (any rank asked means all stop)
-    so every rank saves and stops at the same step, and no collective hangs.
-    Its ``preempted`` says whether it stopped training.
+    def __init__(self) -> None:
+        self.requested = False
+
+
+def ending_callback(preemption: Preemption, early_stop: EarlyStop) -> Any:
+    """A ``TrainerCallback`` that ends training when preemption or an early stop is asked.
+
+    A preemption (a scheduler's SIGTERM, on any rank) saves a checkpoint first;
+    an early stop (rank 0 heard it from the sweep) does not. Ranks do not learn
+    of either before the same step, so with several ranks they agree at every
+    step (one small all-reduce: any rank asked means all end) and every rank
+    ends at the same step, with no collective left hanging. ``preempted`` and
+    ``stopped`` say which ended training.
     """
     from transformers import TrainerCallback
 
-    class CheckpointOnPreemption(TrainerCallback):
+    class EndTogether(TrainerCallback):
         preempted = False
+        stopped = False
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             preemption.in_training = True
@@ -205,26 +216,29 @@ def preemption_callback(preemption: Preemption) -> Any:
             preemption.in_training = False
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            asked = preemption.requested
+            asked = [preemption.requested, early_stop.requested]
             if args.world_size > 1:
                 asked = _any_rank(asked, args.device)
-            if asked:
+            if asked[0]:
                 control.should_save = True
-                control.should_training_stop = True
                 self.preempted = True
+            elif asked[1]:
+                self.stopped = True
+            control.should_training_stop = control.should_training_stop or any(asked)
 
-    return CheckpointOnPreemption()
+    return EndTogether()
 
 
-def _any_rank(flag: bool, device: Any) -> bool:
+def _any_rank(flags: list[bool], device: Any) -> list[bool]:
+    """Each flag, true when it is true on any rank."""
     import torch
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    value = torch.tensor([1 if flag else 0], device=device)
+        return flags
+    value = torch.tensor([int(flag) for flag in flags], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    return [bool(item) for item in value.tolist()]
 
 
 def last_checkpoint(output_dir: str) -> str | None:

@@ -390,3 +390,32 @@ def test_docs_example_against_wandb_a_second_process_joins(
     winner = min(runs, key=lambda r: r["summary"]["objective"])
     assert joiner["run_id"] == winner["id"]  # the BestRun covers both processes' runs
     assert joiner["objective"] == pytest.approx(winner["summary"]["objective"])
+
+
+def test_hyperband_stops_a_bad_trial_in_process(tmp_path: Path) -> None:
+    from transformers import TrainingArguments
+
+    trainer = tiny_trainer(tmp_path)
+    trainer.args = TrainingArguments(
+        **{**trainer.args.to_dict(), "num_train_epochs": 4, "eval_strategy": "steps",
+           "eval_steps": 2, "logging_steps": 2}
+    )  # fmt: skip
+
+    def space(trial: Any) -> dict[str, Any]:
+        return {
+            "method": "grid",
+            "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2},
+            "parameters": {"learning_rate": {"values": [1e-3, 2e-3, 3.0]}},
+        }
+
+    best = trainer.hyperparameter_search(
+        backend="wandb", hp_space=space, n_trials=3, wbsweep_backend="local"
+    )
+    store = LocalBackend(os.environ["WBSWEEP_STORE"])
+    (sweep,) = store.sweeps()
+    runs = store.runs(sweep.id)
+    assert [r.params["learning_rate"] for r in runs] == [1e-3, 2e-3, 3.0]
+    assert [r.state for r in runs] == ["finished", "finished", "stopped"]
+    stopped = store.history(runs[2].id)
+    assert 2 <= len(stopped) < len(store.history(runs[0].id))  # it kept what it reported
+    assert best.hyperparameters["learning_rate"] in (1e-3, 2e-3)

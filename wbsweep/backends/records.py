@@ -144,6 +144,8 @@ class ClaimedRun:
     reporter: Reporter | None = None
     wandb_mode: str | None = None
     wandb_group: str | None = None
+    #: Whether the sweep stops this run now (hyperband); ``None`` where W&B's agent decides.
+    should_stop: Callable[[], bool] | None = None
 
 
 #: One trial run in this process. Returns when it succeeded; raises when it failed.

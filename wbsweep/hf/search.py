@@ -37,7 +37,7 @@ from typing import Any
 
 from wbsweep.backends import choose_backend
 from wbsweep.backends.base import ClaimedRun, DriveOptions
-from wbsweep.errors import ConfigError, UsageError, WbsweepError
+from wbsweep.errors import ConfigError, TrialStopped, UsageError, WbsweepError
 from wbsweep.hf.session import TrainerSession
 from wbsweep.lifecycle import run_trial
 from wbsweep.prepare import SweepOptions, build_config
@@ -270,7 +270,11 @@ def _drive(trainer: Any, options: SearchOptions, session: TrainerSession, ranks:
                 ),
                 is_main=True,
                 ready=start_every_rank,
+                should_stop=claimed.should_stop,
             )
+        except TrialStopped:
+            logger.info("wbsweep: trial %s stopped early by the sweep", claimed.run_id)
+            raise
         except Exception as exc:
             logger.error(
                 "wbsweep: trial %s failed: %s: %s", claimed.run_id, type(exc).__name__, exc
