@@ -33,7 +33,7 @@ from wbsweep.backends.base import (
     SweepState,
 )
 from wbsweep.command import expand_command
-from wbsweep.errors import EXIT_GAVE_UP, EXIT_OK, UsageError, WbsweepError
+from wbsweep.errors import EXIT_FAILED, EXIT_GAVE_UP, EXIT_OK, UsageError, WbsweepError
 from wbsweep.runloop import RunLoop, TrialOutcome
 
 __all__ = ["Worker", "main", "trial_env"]
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ``WBSWEEP_MAX_CONSECUTIVE_FAILURES`` and ``WBSWEEP_MAX_RETRIES`` (what
     ``wbsweep agent`` sets from its options, :meth:`DriveOptions.env`) tune it.
     Exits 0 when the sweep has nothing left for it, ``EXIT_GAVE_UP`` when too
-    many trials failed in a row.
+    many trials failed in a row, 1 when every trial it ran failed.
     """
     from wbsweep.backends import open_backend
 
@@ -266,7 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     except WbsweepError as exc:
         print(f"wbsweep.worker: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
-    return EXIT_GAVE_UP if worker.loop.gave_up else EXIT_OK
+    if worker.loop.gave_up:
+        return EXIT_GAVE_UP
+    ended = [outcome.state for outcome in worker.loop.outcomes]
+    if ended and all(state in (RunState.FAILED, RunState.CRASHED) for state in ended):
+        return EXIT_FAILED  # every trial it ran failed: the node's job did not succeed
+    return EXIT_OK
 
 
 if __name__ == "__main__":
