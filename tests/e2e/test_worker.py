@@ -28,7 +28,7 @@ from helpers import (
 from wbsweep import worker as worker_module
 from wbsweep.backends.base import DriveOptions
 from wbsweep.backends.local import LocalBackend
-from wbsweep.errors import EXIT_GAVE_UP
+from wbsweep.errors import EXIT_FAILED, EXIT_GAVE_UP
 from wbsweep.states import RunState
 
 pytestmark = pytest.mark.slow
@@ -258,3 +258,11 @@ def test_a_rank_killed_by_a_signal_is_a_crash_and_its_params_run_again(tmp_path:
         crashed["id"],
         crashed["params"],
     )
+
+
+def test_an_agent_whose_every_trial_failed_does_not_exit_0() -> None:
+    store = LocalBackend(os.environ["WBSWEEP_STORE"])
+    sweep_id = sweep_running(store, "import sys; sys.exit(3)", points=2)
+    result = subprocess.run([WBSWEEP, "agent", sweep_id], capture_output=True, timeout=120)
+    assert result.returncode == EXIT_FAILED
+    assert [run.state for run in store.runs(sweep_id)] == [RunState.FAILED] * 2
