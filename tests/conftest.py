@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,12 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point the store, W&B and Hugging Face caches at ``tmp_path``; no network."""
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point the store, W&B and Hugging Face caches at ``tmp_path``; no network.
+
+    A test that opened a W&B run in this process leaves the SDK's settings (its
+    ``WANDB_DIR`` among them) cached for the process: they are dropped afterwards.
+    """
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WBSWEEP_STORE", str(tmp_path / ".wbsweep" / "store.db"))
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
@@ -25,7 +30,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("WBSWEEP_BACKEND", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), os.environ.get("PATH", "")]))
-    return tmp_path
+    yield tmp_path
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
 
 
 # The W&B server double's fixture, for tests of the W&B backend.

@@ -154,3 +154,28 @@ def sweep_config(values: list[int], **extra: Any) -> dict[str, Any]:
     }
     config.update(extra)
     return config
+
+
+def start_agent(sweep: str, record: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    """``wbsweep agent SWEEP ARGS`` in the background, its ranks recording to ``record``.
+
+    ``env`` adds ``tests/sweeps/record_ranks.py``'s knobs (``WBSWEEP_TEST_SLEEP``...);
+    its output is piped: read it with ``communicate``.
+    """
+    return subprocess.Popen(
+        [WBSWEEP, "agent", sweep, *args],
+        env={**os.environ, "WBSWEEP_TEST_RECORD_DIR": str(record), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_ranks_to_train(record: Path, ranks: int, timeout: float = 180) -> set[int]:
+    """The pids of ``ranks`` ranks once each has recorded a training step."""
+
+    def training() -> set[int]:
+        return {r["pid"] for r in rank_records(record) if r["event"] == "step"}
+
+    wait_for(lambda: len(training()) >= ranks, timeout, f"{ranks} rank(s) to train")
+    return training()

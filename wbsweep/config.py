@@ -15,6 +15,7 @@ from typing import Any
 
 from wbsweep.errors import ConfigError
 from wbsweep.space import Space, parameter_violations, to_plain
+from wbsweep.values import one_line
 
 __all__ = ["build_sweep_config", "hyperband", "normalize_goal", "trial_command"]
 
@@ -28,10 +29,6 @@ _GRID_TYPES = frozenset(
     {"param_categorical", "param_single_value", "param_int_uniform", "param_quniform"}
 )
 _PLACEHOLDER = {"_": {"value": 0}}
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def normalize_goal(direction: Any, *, what: str = "direction") -> str:
@@ -157,11 +154,11 @@ def _hyperband_detail(config: dict, violations: list[str]) -> list[str]:
     try:
         fill_validate_early_terminate({"early_terminate": config["early_terminate"]})
     except jsonschema.ValidationError as exc:
-        detail = _one_line(exc.message)
+        detail = one_line(exc.message)
         return [detail] + [
-            _one_line(m) for m in violations if "oneOf" not in m and "any of" not in m
+            one_line(m) for m in violations if "oneOf" not in m and "any of" not in m
         ]
-    return [_one_line(m) for m in violations]
+    return [one_line(m) for m in violations]
 
 
 def _violations(config: dict) -> list[str]:
@@ -174,7 +171,7 @@ def _violations(config: dict) -> list[str]:
         early = check({**probe, "early_terminate": config["early_terminate"]})
         problems.extend(f"early_terminate: {m}" for m in _hyperband_detail(config, early))
     rest = check({**config, "parameters": _PLACEHOLDER})
-    problems.extend(_one_line(m) for m in rest if m not in early)
+    problems.extend(one_line(m) for m in rest if m not in early)
     return problems
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from wbsweep.distributions import categorical_spec, fail, float_spec, int_spec, is_number
 from wbsweep.errors import SpaceError
-from wbsweep.values import to_plain
+from wbsweep.values import one_line, to_plain
 
 __all__ = ["Space", "translate", "to_plain", "parameter_violations"]
 
@@ -70,10 +70,6 @@ class Space:
 
     parameters: dict[str, dict]
     sweep_defaults: dict[str, Any] = field(default_factory=dict)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 # --------------------------------------------------------------------------- tracing
@@ -235,7 +231,7 @@ def parameter_violations(parameters: Any) -> list[str]:
             continue
         config = {"method": "random", "parameters": {name: spec}}
         problems.extend(
-            f"parameter '{name}': {_one_line(message)}"
+            f"parameter '{name}': {one_line(message)}"
             for message in schema_violations_from_proposed_config(config)
         )
     return problems

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plain_metrics", "to_plain"]
+__all__ = ["one_line", "plain_metrics", "to_plain"]
 
 _SCALARS = (str, bool, int, float, type(None))
 
@@ -61,3 +61,15 @@ def plain_metrics(metrics: Mapping[Any, Any]) -> dict[str, Any]:
             value = None
         out[str(key)] = value
     return out
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """``text`` on one line (runs of whitespace become one space), cut at ``limit``.
+
+    >>> one_line("a   b"), one_line("abcdef", limit=5)
+    ('a b', 'ab...')
+    """
+    line = " ".join(str(text).split())
+    if limit is not None and len(line) > limit:
+        return line[: limit - 3] + "..."
+    return line

@@ -7,18 +7,16 @@ and the next agent resumes that run, under the same id, from that step.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 from helpers import (
     TEST_SWEEPS,
-    WBSWEEP,
     create,
     processes_mentioning,
     rank_records,
+    start_agent,
     status,
     wait_for,
     wbsweep,
@@ -33,14 +31,7 @@ def test_a_preempted_trial_checkpoints_and_its_rerun_resumes_from_there(tmp_path
     record = tmp_path / "records"
     record.mkdir()
     sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "1")
-    env = {**os.environ, "WBSWEEP_TEST_RECORD_DIR": str(record), "WBSWEEP_TEST_SLEEP": "0.3"}
-    agent = subprocess.Popen(
-        [WBSWEEP, "agent", sweep_id, "--processes-per-trial", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    agent = start_agent(sweep_id, record, "--processes-per-trial", "2", WBSWEEP_TEST_SLEEP="0.3")
     try:
         wait_for(
             lambda: max((r.get("step", 0) for r in rank_records(record)), default=0) >= 3,

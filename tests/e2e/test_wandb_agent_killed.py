@@ -10,12 +10,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from helpers import TEST_SWEEPS, WBSWEEP, processes_mentioning, rank_records, wait_for, wbsweep
+from helpers import (
+    TEST_SWEEPS,
+    processes_mentioning,
+    start_agent,
+    wait_for,
+    wait_for_ranks_to_train,
+    wbsweep,
+)
 from wandb_double import WandbDouble
 
 pytestmark = pytest.mark.slow
@@ -32,16 +38,9 @@ def test_a_sigkilled_wandb_agent_leaves_no_launcher_or_rank(
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     path = json.loads(created.stdout)["sweep_id"]
-    env = {**os.environ, "WBSWEEP_TEST_RECORD_DIR": str(record), "WBSWEEP_TEST_SLEEP": "1"}
-    agent = subprocess.Popen(
-        [WBSWEEP, "agent", path, "--processes-per-trial", "2"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    agent = start_agent(path, record, "--processes-per-trial", "2", WBSWEEP_TEST_SLEEP="1")
     try:
-        wait_for(
-            lambda: len({r["pid"] for r in rank_records(record) if r["event"] == "step"}) == 2,
-            180, "both ranks to train",
-        )  # fmt: skip
+        wait_for_ranks_to_train(record, 2)
         (wandb_agent,) = [
             pid
             for pid, cmd in processes_mentioning(path)

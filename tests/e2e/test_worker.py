@@ -20,9 +20,10 @@ from helpers import (
     invoke,
     invoke_status,
     processes_mentioning,
-    rank_records,
+    start_agent,
     status,
     wait_for,
+    wait_for_ranks_to_train,
 )
 
 from wbsweep import worker as worker_module
@@ -233,18 +234,10 @@ def test_a_rank_killed_by_a_signal_is_a_crash_and_its_params_run_again(tmp_path:
     record, fast = tmp_path / "records", tmp_path / "fast"
     record.mkdir()
     sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "1")
-    env = {
-        **os.environ,
-        "WBSWEEP_TEST_RECORD_DIR": str(record),
-        "WBSWEEP_TEST_SLEEP": "1",
-        "WBSWEEP_TEST_SLEEP_UNLESS": str(fast),
-    }
-    agent = subprocess.Popen([WBSWEEP, "agent", sweep_id], env=env, stdout=subprocess.PIPE)
+    knobs = {"WBSWEEP_TEST_SLEEP": "1", "WBSWEEP_TEST_SLEEP_UNLESS": str(fast)}
+    agent = start_agent(sweep_id, record, **knobs)
     try:
-        wait_for(
-            lambda: any(r["event"] == "step" for r in rank_records(record)), 120, "a training step"
-        )
-        (rank,) = {r["pid"] for r in rank_records(record) if r["event"] == "step"}
+        (rank,) = wait_for_ranks_to_train(record, 1)
         fast.touch()
         os.kill(rank, signal.SIGKILL)  # the OOM killer takes one rank
         agent.communicate(timeout=180)

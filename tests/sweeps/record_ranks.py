@@ -10,9 +10,8 @@ Environment knobs:
 * ``WBSWEEP_TEST_RECORD_DIR``: where to write (nothing is written without it).
 * ``WBSWEEP_TEST_FAIL_IF=name=value``: ``model_init`` raises when the trial's
   param ``name`` equals ``value`` (compared as JSON or as text).
-* ``WBSWEEP_TEST_SLEEP``: seconds to sleep after each training step, so a test
-  can stop a trial while it runs; not once the file ``WBSWEEP_TEST_SLEEP_UNLESS``
-  names exists (so a rerun goes fast).
+* ``WBSWEEP_TEST_SLEEP``: seconds to sleep after each step (so a test can stop a
+  running trial), until a file named by ``WBSWEEP_TEST_SLEEP_UNLESS`` exists.
 
 The Trainer reports to W&B here (``report_to=["wandb"]``), so tests can check
 that its ``WandbCallback`` logs into the trial's own run.

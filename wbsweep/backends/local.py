@@ -42,7 +42,7 @@ from wbsweep.backends.base import (
     SweepState,
 )
 from wbsweep.errors import NoStoreError, StoreError, SweepStateError, UsageError
-from wbsweep.values import plain_metrics
+from wbsweep.values import one_line, plain_metrics
 
 __all__ = ["DEFAULT_STORE", "STORE_ENV", "SWEEP_ID_ENV", "LocalBackend", "default_store_path"]
 
@@ -243,7 +243,7 @@ class LocalBackend(Backend, RunQueue):
                 state = RunState.CRASHED
             else:
                 state = RunState.FAILED
-            kept = _one_line(end.reason) if end.reason and state in _FAILURES else None
+            kept = one_line(end.reason, limit=500) if end.reason and state in _FAILURES else None
             db.execute(
                 "UPDATE runs SET state = ?, exit_code = ?, finished_at = ?, reason = ?"
                 " WHERE id = ?",
@@ -331,11 +331,6 @@ class LocalBackend(Backend, RunQueue):
 
 _TERMINAL = frozenset(state.value for state in RunState if state.terminal)
 _FAILURES = (RunState.FAILED, RunState.CRASHED)
-
-
-def _one_line(text: str, limit: int = 500) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _sweep_state(state: SweepState | str) -> SweepState:
