@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -160,15 +161,16 @@ def run_trial(
         ready()
     reporting = reporter if main else None
     early_stop = EarlyStop()
+    stop_poll = _StopPoll(should_stop, early_stop) if should_stop is not None and main else None
     report = functools.partial(_report_evaluation, run, reporting, run_id, metric)
 
     def evaluated(step: int, objective: float, metrics: dict[str, float]) -> None:
         report(step, objective, metrics)
-        if should_stop is not None and main and should_stop():
-            early_stop.requested = True
+        if stop_poll is not None:
+            stop_poll.evaluated()
 
     evaluations = evaluation_callback(setup.compute_objective, evaluated)
-    ending = ending_callback(PREEMPTION, early_stop)
+    ending = ending_callback(PREEMPTION, early_stop, stop_poll.step if stop_poll else None)
     callbacks = [evaluations, ending]
     if reporting is not None:
         callbacks.append(first_step_callback(functools.partial(reporting.record_started, run_id)))
@@ -204,6 +206,32 @@ def run_trial(
         if run is not None:
             run.finish(exit_code)
     return TrialResult(objective, metrics, run_id, args.output_dir)
+
+
+class _StopPoll:
+    """Asks ``should_stop`` at the first step after each evaluation, and at most every ``every`` s.
+
+    Right after an evaluation is when hyperband may decide; between, a stop from
+    W&B (the stop button) is still seen within about a second.
+    """
+
+    def __init__(self, should_stop: Callable[[], bool], early_stop: EarlyStop, every: float = 1.0):
+        self._should_stop = should_stop
+        self._early_stop = early_stop
+        self._every = every
+        self._fresh = False
+        self._last = time.monotonic()
+
+    def evaluated(self) -> None:
+        self._fresh = True
+
+    def step(self) -> None:
+        now = time.monotonic()
+        if self._early_stop.requested or not (self._fresh or now - self._last >= self._every):
+            return
+        self._fresh, self._last = False, now
+        if self._should_stop():
+            self._early_stop.requested = True
 
 
 def _report_evaluation(

@@ -193,7 +193,9 @@ class EarlyStop:
         self.requested = False
 
 
-def ending_callback(preemption: Preemption, early_stop: EarlyStop) -> Any:
+def ending_callback(
+    preemption: Preemption, early_stop: EarlyStop, poll: Callable[[], None] | None = None
+) -> Any:
     """A ``TrainerCallback`` that ends training when preemption or an early stop is asked.
 
     A preemption (a scheduler's SIGTERM, on any rank) saves a checkpoint first;
@@ -201,7 +203,8 @@ def ending_callback(preemption: Preemption, early_stop: EarlyStop) -> Any:
     of either before the same step, so with several ranks they agree at every
     step (one small all-reduce: any rank asked means all end) and every rank
     ends at the same step, with no collective left hanging. ``preempted`` and
-    ``stopped`` say which ended training.
+    ``stopped`` say which ended training. ``poll`` runs first at every step on
+    this rank (rank 0 asks the sweep there whether to stop).
     """
     from transformers import TrainerCallback
 
@@ -216,6 +219,8 @@ def ending_callback(preemption: Preemption, early_stop: EarlyStop) -> Any:
             preemption.in_training = False
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if poll is not None:
+                poll()
             asked = [preemption.requested, early_stop.requested]
             if args.world_size > 1:
                 asked = _any_rank(asked, args.device)

@@ -16,6 +16,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -419,3 +420,44 @@ def test_hyperband_stops_a_bad_trial_in_process(tmp_path: Path) -> None:
     stopped = store.history(runs[2].id)
     assert 2 <= len(stopped) < len(store.history(runs[0].id))  # it kept what it reported
     assert best.hyperparameters["learning_rate"] in (1e-3, 2e-3)
+
+
+def test_a_stop_from_wandb_ends_an_in_process_trial_and_the_search_goes_on(
+    wandb_double: WandbDouble, tmp_path: Path
+) -> None:
+    import threading
+
+    from transformers import TrainerCallback, TrainingArguments
+
+    steps: list[tuple[str, int]] = []
+
+    class SlowSteps(TrainerCallback):  # long enough for the stop to arrive mid-training
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            steps.append((args.output_dir, state.global_step))
+            time.sleep(0.2)
+
+    trainer = tiny_trainer(tmp_path, callbacks=[SlowSteps()])
+    trainer.args = TrainingArguments(**{**trainer.args.to_dict(), "num_train_epochs": 20})
+    stopped: list[str] = []
+
+    def stop_the_first_run() -> None:
+        wandb_double.wait_for(lambda: bool(wandb_double.runs()), timeout=120)
+        run_id = wandb_double.runs()[0]["id"]
+        wandb_double.wait_for(lambda: len(steps) >= 3, timeout=120)
+        wandb_double.stop_run(run_id)  # what the stop button or hyperband sends
+        stopped.append(run_id)
+
+    stopper = threading.Thread(target=stop_the_first_run, daemon=True)
+    stopper.start()
+    space = {"method": "grid", "parameters": {"learning_rate": {"values": [1e-3, 2e-3]}}}
+    best = trainer.hyperparameter_search(
+        backend="wandb", hp_space=lambda trial: space, n_trials=2, wbsweep_backend="wandb",
+        project="hf",
+    )  # fmt: skip
+    stopper.join(timeout=10)
+    (first,) = stopped
+    full = 20 * 4  # 64 samples / 16 per step, 20 epochs
+    first_steps = [step for out, step in steps if out.endswith(f"run-{first}")]
+    assert 3 <= max(first_steps) < full  # it ended early, at a step, on W&B's word
+    assert wandb_double.run(first)["state"] != "finished"
+    assert best.run_id != first  # the second run finished and is the best

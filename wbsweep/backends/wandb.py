@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from wbsweep.backends._wandb_auth import (
     preflight,
     wandb_executable,
 )
+from wbsweep.backends._wandb_drive import drive_with_agent
 from wbsweep.backends._wandb_records import run_record, sweep_state
 from wbsweep.backends.base import (
     Backend,
@@ -206,8 +207,10 @@ class WandbBackend(Backend):
         """Run the sweep's trials in this process with ``wandb.agent``.
 
         The server chooses each run; ``trial`` opens the run itself (its W&B
-        run joins the agent's through ``WANDB_RUN_ID``). A trial that raises
-        is marked failed by the agent, which goes on to the next run.
+        run joins the agent's through ``WANDB_RUN_ID``) and runs in this
+        thread, the agent in a side thread (:mod:`._wandb_drive`), so a stop
+        from W&B becomes the run's ``should_stop``. A trial that raises is
+        marked failed by the agent, which goes on to the next run.
         ``options.log`` gets one line per run as it starts.
         """
         import wandb
@@ -217,19 +220,18 @@ class WandbBackend(Backend):
         names = set(sweep.config.get("parameters", {}))
         say = options.log or (lambda line: None)
 
-        def one_trial() -> None:
+        def claim(run_id: str, should_stop: Callable[[], bool]) -> ClaimedRun:
             # pyagent has exported the run's id and written its sampled config
             # ({name: {"value": v}} yaml) before calling us, and has not opened
             # a run: the trial's own wandb.init joins this one.
-            run_id = os.environ["WANDB_RUN_ID"]
             params = _sweep_params(os.environ["WANDB_SWEEP_PARAM_PATH"], names)
             say(f"[{options.worker}] run {run_id}: {params}")
-            trial(ClaimedRun(run_id, sweep_id=str(path), params=params))
+            return ClaimedRun(run_id, sweep_id=str(path), params=params, should_stop=should_stop)
 
-        try:
+        def start_agent(function: Callable[[], None]) -> None:
             wandb.agent(
                 path.id,
-                function=one_trial,
+                function=function,
                 entity=path.entity,
                 project=path.project,
                 count=options.count,
@@ -238,6 +240,11 @@ class WandbBackend(Backend):
                 # its first 60 s, or WANDB_AGENT_MAX_INITIAL_FAILURES at the start.
                 max_consecutive_failed_runs=options.max_consecutive_failures,
             )
+
+        try:
+            drive_with_agent(start_agent, claim, trial, options)
+        except WbsweepError:
+            raise
         except Exception as exc:
             raise _sdk_error(exc, str(path), not_found=True) from None
 
