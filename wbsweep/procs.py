@@ -65,12 +65,12 @@ def node_preempting(environ: Mapping[str, str] | None = None) -> bool:
     return mark is not None and os.path.exists(mark)
 
 
-def raise_on_sigterm() -> None:
+def raise_on_sigterm() -> Any:
     """From now on SIGTERM ends this process's trial; a second SIGTERM kills at once.
 
     During training the first SIGTERM only sets :data:`PREEMPTION`'s request
     (the trial checkpoints, then raises :class:`Terminated` itself); at any
-    other time it raises :class:`Terminated` here.
+    other time it raises :class:`Terminated` here. Returns the handler it replaced.
     """
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -80,7 +80,7 @@ def raise_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Terminated
 
-    signal.signal(signal.SIGTERM, handler)
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:

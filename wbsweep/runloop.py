@@ -35,7 +35,8 @@ from wbsweep.backends.base import (
     RunState,
     SweepState,
 )
-from wbsweep.errors import EXIT_FAILED, TrialStopped, WbsweepError
+from wbsweep.errors import EXIT_FAILED, EXIT_TERMINATED, TrialStopped, WbsweepError
+from wbsweep.procs import Terminated
 
 __all__ = ["RunLoop", "TrialOutcome", "TrialRunner", "in_process"]
 
@@ -145,7 +146,10 @@ class RunLoop:
         end = self._as_told(RunEnd(EXIT_FAILED, stopped=True))
         beat = _Heartbeat(self.queue, run.id)
         try:
-            end = self._as_told(self.runner(run))
+            end = self.runner(run)
+            if end.preempted:  # this process is going away: no other run starts here
+                self.preempt()
+            end = self._as_told(end)
         except Exception as exc:
             end = RunEnd(EXIT_FAILED, _reason(exc))  # the runner itself broke: the run failed
             raise
@@ -208,6 +212,8 @@ def in_process(queue: RunQueue, trial: InProcessTrial) -> TrialRunner:
             trial(claimed)
         except TrialStopped:
             return RunEnd(0, stopped=True)
+        except Terminated:  # a scheduler's SIGTERM: the trial saved a checkpoint to resume from
+            return RunEnd(EXIT_TERMINATED, preempted=True)
         except Exception as exc:  # noqa: BLE001 - the trial logged it; the run failed for it
             return RunEnd(EXIT_FAILED, _reason(exc))
         return RunEnd(0)

@@ -29,15 +29,24 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wbsweep import procs
 from wbsweep.backends import choose_backend
 from wbsweep.backends.base import ClaimedRun, DriveOptions
-from wbsweep.errors import ConfigError, TrialStopped, UsageError, WbsweepError
+from wbsweep.errors import (
+    EXIT_TERMINATED,
+    ConfigError,
+    TrialStopped,
+    WbsweepError,
+)
+from wbsweep.hf._ranks import Ranks, picklable
 from wbsweep.hf.session import TrainerSession
 from wbsweep.lifecycle import run_trial
 from wbsweep.prepare import SweepOptions, build_config
@@ -137,40 +146,6 @@ def sweep_config(hp_space: Any, options: SearchOptions) -> dict[str, Any]:
     )
 
 
-# ------------------------------------------------------------------------ ranks
-
-
-class _Ranks:
-    """This process's place in the job, and rank 0's voice to the others."""
-
-    def __init__(self) -> None:
-        self.rank, self.world = 0, 1
-        if "torch.distributed" in sys.modules or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            import torch.distributed as dist
-
-            if dist.is_available() and dist.is_initialized():
-                self.rank, self.world = dist.get_rank(), dist.get_world_size()
-            elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                raise UsageError(
-                    "WORLD_SIZE > 1 but no torch.distributed process group: build the "
-                    "Trainer (it sets the group up) before hyperparameter_search"
-                )
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def share(self, message: Any) -> Any:
-        """Rank 0's ``message`` on every rank (others pass ``None``)."""
-        if self.world == 1:
-            return message
-        import torch.distributed as dist
-
-        box = [message if self.is_main else None]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-
 # ----------------------------------------------------------------------- the search
 
 
@@ -182,10 +157,13 @@ def run_search(trainer: Any, n_trials: int, direction: Any, **kwargs: Any) -> An
         from transformers.trainer_utils import default_compute_objective
 
         trainer.compute_objective = default_compute_objective
-    ranks = _Ranks()
+    ranks = Ranks()
     saved_mode = os.environ.get("WANDB_MODE")
     if not ranks.is_main:
         os.environ["WANDB_MODE"] = "disabled"
+    # A scheduler's SIGTERM during training: every rank saves a checkpoint and the
+    # run is preempted (the next process that joins the sweep resumes it).
+    saved_sigterm = procs.raise_on_sigterm() if _in_main_thread() else None
     try:
         with TrainerSession(trainer, is_main=ranks.is_main) as session:
             if ranks.is_main:
@@ -196,10 +174,18 @@ def run_search(trainer: Any, n_trials: int, direction: Any, **kwargs: Any) -> An
     finally:
         if not ranks.is_main:
             _restore_env("WANDB_MODE", saved_mode)
+        if saved_sigterm is not None:
+            signal.signal(signal.SIGTERM, saved_sigterm)
     kind, value = outcome
+    if kind == "preempted":
+        raise SystemExit(EXIT_TERMINATED)  # as a preempted `wbsweep agent` trial leaves
     if kind == "error":
         raise value if isinstance(value, BaseException) else WbsweepError(str(value))
     return value
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _restore_env(key: str, value: str | None) -> None:
@@ -215,24 +201,25 @@ def _lead(
     direction: Any,
     kwargs: Mapping[str, Any],
     session: TrainerSession,
-    ranks: _Ranks,
+    ranks: Ranks,
 ) -> tuple[str, Any]:
     """Rank 0: drive the backend, then end every rank's loop and share the outcome."""
     outcome: tuple[str, Any] = ("error", "rank 0 stopped before the search ended")
     try:
         options = parse_options(n_trials, direction, kwargs)
-        outcome = ("best", _drive(trainer, options, session, ranks))
+        best = _drive(trainer, options, session, ranks)
+        outcome = ("preempted", None) if best is None else ("best", best)
     except BaseException as exc:
         outcome = ("error", exc)
         raise
     finally:
         ranks.share(("done",))
-        shared = outcome if _picklable(outcome) else ("error", f"{outcome[1]!r}")
+        shared = outcome if picklable(outcome) else ("error", f"{outcome[1]!r}")
         ranks.share(shared)
     return outcome
 
 
-def _drive(trainer: Any, options: SearchOptions, session: TrainerSession, ranks: _Ranks) -> Any:
+def _drive(trainer: Any, options: SearchOptions, session: TrainerSession, ranks: Ranks) -> Any:
     """Rank 0: join or create the sweep, run trials until none is left, return the best."""
     from wbsweep.backends import open_backend
     from wbsweep.best import best_run
@@ -248,6 +235,7 @@ def _drive(trainer: Any, options: SearchOptions, session: TrainerSession, ranks:
     sweep = backend.sweep(sweep_id)  # a clear error when there is no such sweep
     _announce_sweep(sweep.id, backend.location)
     metric, goal = sweep.metric_name, sweep.goal
+    preempted: list[str] = []
 
     def one_trial(claimed: ClaimedRun) -> None:
         def start_every_rank() -> None:
@@ -275,6 +263,13 @@ def _drive(trainer: Any, options: SearchOptions, session: TrainerSession, ranks:
         except TrialStopped:
             logger.info("wbsweep: trial %s stopped early by the sweep", claimed.run_id)
             raise
+        except procs.Terminated:
+            preempted.append(claimed.run_id)
+            logger.warning(
+                "wbsweep: trial %s preempted; it resumes when the sweep is joined again",
+                claimed.run_id,
+            )
+            raise
         except Exception as exc:
             logger.error(
                 "wbsweep: trial %s failed: %s: %s", claimed.run_id, type(exc).__name__, exc
@@ -284,21 +279,12 @@ def _drive(trainer: Any, options: SearchOptions, session: TrainerSession, ranks:
     worker = f"{socket.gethostname()}:{os.getpid()}:hf"
     limits = DriveOptions(worker, options.count, MAX_CONSECUTIVE_FAILURES, logger.info)
     backend.drive(sweep.id, one_trial, limits)
+    if preempted:
+        return None
     return _with_sweep_id(best_run(backend, sweep.id), sweep.id)
 
 
-def _picklable(value: Any) -> bool:
-    import pickle
-
-    try:
-        # Round trip: some exceptions pickle but cannot be rebuilt on the other side.
-        pickle.loads(pickle.dumps(value))
-    except Exception:  # noqa: BLE001 - any failure means "send text instead"
-        return False
-    return True
-
-
-def _follow(session: TrainerSession, ranks: _Ranks) -> None:
+def _follow(session: TrainerSession, ranks: Ranks) -> None:
     """Ranks 1..N-1: train whatever rank 0 announces, until it says done."""
     while True:
         message = ranks.share(None)
@@ -309,6 +295,8 @@ def _follow(session: TrainerSession, ranks: _Ranks) -> None:
             run_trial(
                 session, params, run_id=run_id, metric=metric, goal=goal, wandb=None, is_main=False
             )
+        except procs.Terminated:
+            continue  # checkpointed with rank 0 at the same step; rank 0 says what comes next
         except Exception as exc:  # noqa: BLE001 - rank 0 records the failure
             logger.debug("rank %d: trial %s failed: %s", ranks.rank, run_id, exc)
 
