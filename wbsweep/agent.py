@@ -253,7 +253,8 @@ class Agent:
                 killed = code is not None and code < 0 and not self._signals
                 if killed and restarts[index] < MAX_RESTARTS:
                     restarts[index] += 1
-                    self.log(f"worker {index} was killed ({_signal_name(code)}); starting it again")
+                    name = procs.signal_name(-(code or 0))
+                    self.log(f"worker {index} was killed ({name}); starting it again")
                     slot = self.slots[index]
                     self._procs[index] = procs.start_group(self.worker_argv(slot), env=envs[index])
                     codes[index] = None
@@ -309,10 +310,3 @@ def run_agent(
         stagger=backend.worker_stagger,
         extra_env=extra_env,
     ).run()
-
-
-def _signal_name(code: int | None) -> str:
-    try:
-        return signal.Signals(-(code or 0)).name
-    except ValueError:
-        return f"signal {-(code or 0)}"

@@ -114,6 +114,18 @@ def start_group(
     )
 
 
+def signal_name(number: int) -> str:
+    """``SIGKILL`` for 9; ``signal N`` for a number Python does not name.
+
+    >>> signal_name(9), signal_name(200)
+    ('SIGKILL', 'signal 200')
+    """
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def signal_pid(pid: int, sig: int) -> None:
     """Send ``sig`` to one process; a process already gone is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):

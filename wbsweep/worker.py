@@ -122,12 +122,16 @@ class Worker:
                 self._proc = None
         if exit_code == 0 or stopped:
             return RunEnd(exit_code, stopped=stopped)
-        killed = rank_killed_by(log)
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            text = ""
+        killed = rank_killed_by(text)
         if killed is not None and exit_code is not None and exit_code > 0:
             # A rank killed by a signal (the OOM killer, a node problem) is a crash, not
             # the user's code failing: the run is crashed and its params run again.
-            return RunEnd(-killed, f"a rank was killed by {_signal_name(killed)}")
-        return RunEnd(exit_code, failure_reason(log, exit_code))
+            return RunEnd(-killed, f"a rank was killed by {procs.signal_name(killed)}")
+        return RunEnd(exit_code, failure_reason(text, exit_code))
 
     def _log_path(self, run: RunRecord) -> Path:
         return Path(self.queue.trial_log(self.sweep_id, run.id))
@@ -187,12 +191,8 @@ _KILLED = (
 )
 
 
-def rank_killed_by(log: Path) -> int | None:
+def rank_killed_by(text: str) -> int | None:
     """The signal that killed one of the trial's ranks, as its launcher logged it; else None."""
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
-        return None
     if _TRIAL_ERROR in text:
         return None  # the trial explained its own failure
     for pattern in _KILLED:
@@ -202,28 +202,19 @@ def rank_killed_by(log: Path) -> int | None:
     return None
 
 
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def failure_reason(log: Path, exit_code: int | None) -> str:
-    """Why a trial failed, in one line: its own error line, else how its process ended.
+def failure_reason(text: str, exit_code: int | None) -> str:
+    """Why a trial failed, in one line, from its log ``text``: its own error line, else how
+    its process ended.
 
     The trial entry point ends a failure with ``wbsweep.trial: error: ...``
     (rank 0's, or the first rank's to fail); the last such line wins.
     """
-    try:
-        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
-    except OSError:
-        lines = []
+    lines = [line.strip() for line in text.splitlines()]
     errors = [line.split(_TRIAL_ERROR, 1)[1].strip() for line in lines if _TRIAL_ERROR in line]
     if errors:
         return errors[-1]
     if exit_code is not None and exit_code < 0:
-        return f"killed by {_signal_name(-exit_code)}"
+        return f"killed by {procs.signal_name(-exit_code)}"
     last = next((line for line in reversed(lines) if line), None)
     return last or f"exit code {exit_code}"
 
