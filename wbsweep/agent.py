@@ -35,6 +35,7 @@ from wbsweep.errors import (
     EXIT_OK,
     EXIT_TERMINATED,
     UsageError,
+    WbsweepError,
 )
 from wbsweep.procs import PREEMPT_MARK_ENV
 
@@ -187,8 +188,17 @@ class Agent:
         grace: float = 40.0,
         log: Callable[[str], None] | None = None,
         extra_env: Mapping[str, str] | None = None,
+        keeper: Sequence[str] | None = None,
+        outlook: Callable[[], str] | None = None,
+        poll: float = 5.0,
     ) -> None:
         self.worker_argv = worker_argv
+        #: The backend's keeper (reruns crashed runs) started beside the workers.
+        self.keeper_argv = list(keeper) if keeper else None
+        self._keeper: subprocess.Popen[bytes] | None = None
+        #: Asked when every worker found nothing left (see ``Backend.outlook``).
+        self.outlook = outlook
+        self.poll = poll
         self.extra_env = dict(extra_env or {})
         self.slots = list(slots)
         self.stagger = stagger
@@ -196,6 +206,8 @@ class Agent:
         self.log = log or (lambda line: print(line, flush=True))
         self._procs: list[subprocess.Popen[bytes]] = []
         self._signals = 0
+        #: Leaders of the process groups below the workers (trials `wandb agent` started).
+        self._below: set[int] = set()
         self._first_signal: int | None = None
         self._preempt_mark: Path | None = None
 
@@ -227,6 +239,8 @@ class Agent:
                 )
                 envs.append(env)
                 self._procs.append(procs.start_group(self.worker_argv(slot), env=env))
+            if self.keeper_argv and envs and not self._signals:
+                self._keeper = procs.start_group(self.keeper_argv, env=envs[0])
             codes = self._wait_all(envs)
         finally:
             self._stop_all()
@@ -259,8 +273,32 @@ class Agent:
                     self._procs[index] = procs.start_group(self.worker_argv(slot), env=envs[index])
                     codes[index] = None
             if all(code is not None for code in codes):
-                return [int(code) for code in codes if code is not None]
+                done = [int(code) for code in codes if code is not None]
+                if not self._more_to_run(done):
+                    return done
+                self.log("runs were handed back to the sweep; starting the workers again")
+                for index, slot in enumerate(self.slots):
+                    self._procs[index] = procs.start_group(self.worker_argv(slot), env=envs[index])
             time.sleep(0.5)
+
+    def _more_to_run(self, codes: Sequence[int]) -> bool:
+        """Whether workers that all ended well should start again: wait while runs may crash."""
+        if self.outlook is None or self._signals or any(code != EXIT_OK for code in codes):
+            return False
+        said = False
+        while not self._signals:
+            try:
+                outlook = self.outlook()
+            except WbsweepError as exc:
+                self.log(f"cannot read the sweep ({exc}); leaving")
+                return False
+            if outlook != "wait":
+                return outlook == "run"
+            if not said:
+                self.log("nothing left to start; waiting while other runs of the sweep run")
+                said = True
+            time.sleep(self.poll)
+        return False
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
@@ -275,12 +313,29 @@ class Agent:
             self.log("stopping workers (again to kill at once)")
         for proc in self._procs:
             if proc.poll() is None:
+                self._below.update(procs.other_groups(proc.pid))
                 procs.signal_group(proc.pid, sig)
+        for pid in self._below:  # a trial that `wandb agent` started in its own session
+            procs.signal_pid(pid, sig)
 
     def _stop_all(self) -> None:
+        if self._keeper is not None and self._keeper.poll() is None:
+            procs.stop_group(self._keeper, grace=5)
+        deadline = time.monotonic() + self.grace
+        told = set(self._below)  # signalled already: a second SIGTERM would cut a checkpoint
         for proc in self._procs:
             if proc.poll() is None:
-                procs.stop_group(proc, grace=self.grace)
+                self._below.update(procs.other_groups(proc.pid))
+                procs.stop_group(proc, grace=max(0.0, deadline - time.monotonic()))
+        # What the workers left in other sessions gets the rest of the grace period.
+        for pid in self._below - told:
+            procs.signal_pid(pid, signal.SIGTERM)
+        while any(procs.alive(pid) for pid in self._below) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in self._below:
+            for left in [pid, *procs.descendants(pid)]:
+                if procs.alive(left):
+                    procs.signal_pid(left, signal.SIGKILL)
 
 
 def worker_argv(backend: Backend, sweep_id: str, slot: WorkerSlot) -> list[str]:
@@ -309,4 +364,6 @@ def run_agent(
         slots,
         stagger=backend.worker_stagger,
         extra_env=extra_env,
+        keeper=backend.keeper_argv(sweep_id),
+        outlook=lambda: backend.outlook(sweep_id),
     ).run()

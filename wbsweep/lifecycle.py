@@ -154,9 +154,7 @@ def run_trial(
         settings = dataclasses.replace(wandb, sweep_project=wandb.sweep_project or setup.project)
         # Params last: a sweep run's config must hold the sweep's own values.
         config = {**args.to_sanitized_dict(), **params}
-        run = TrialRun.open(
-            settings, run_id=run_id, config=config, metric=metric, goal=goal, resume=bool(resume)
-        )
+        run = TrialRun.open(settings, run_id=run_id, config=config, metric=metric, goal=goal)
     if ready is not None:
         ready()
     reporting = reporter if main else None
@@ -180,7 +178,7 @@ def run_trial(
         trainer = setup.trainer(args, params, callbacks)
         trainer.train(resume_from_checkpoint=resume)
         if ending.preempted:  # a checkpoint is saved: leave, to resume later
-            if run is not None and node_preempting():
+            if run is not None and (node_preempting() or PREEMPTION.agent_lost()):
                 run.mark_preempting()  # W&B hands the run out again
             raise Terminated
         if ending.stopped:

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import IO, Any
 
@@ -41,6 +41,8 @@ class Preemption:
     def __init__(self) -> None:
         self.in_training = False
         self.requested = False
+        #: Whether the agent that started this process has died (set once, by its watch).
+        self.agent_lost: Callable[[], bool] = lambda: False
 
     def reset(self) -> None:
         self.in_training = False
@@ -65,18 +67,28 @@ def node_preempting(environ: Mapping[str, str] | None = None) -> bool:
     return mark is not None and os.path.exists(mark)
 
 
+#: Seconds after a first SIGTERM in which another counts as the same notice: the
+#: node's agent signals the whole group and ``torchrun`` forwards it twice more.
+ECHO_WINDOW = 5.0
+
+
 def raise_on_sigterm() -> Any:
-    """From now on SIGTERM ends this process's trial; a second SIGTERM kills at once.
+    """From now on SIGTERM ends this process's trial; a later SIGTERM kills at once.
 
     During training the first SIGTERM only sets :data:`PREEMPTION`'s request
     (the trial checkpoints, then raises :class:`Terminated` itself); at any
     other time it raises :class:`Terminated` here. Returns the handler it replaced.
     """
 
+    first: list[float] = []
+
     def handler(signum: int, frame: FrameType | None) -> None:
         if PREEMPTION.in_training and not PREEMPTION.requested:
             PREEMPTION.requested = True
+            first.append(time.monotonic())
             return
+        if first and time.monotonic() - first[0] < ECHO_WINDOW:
+            return  # the same notice again (a launcher forwards it twice): keep saving
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Terminated
 
@@ -136,6 +148,66 @@ def signal_group(pgid: int, sig: int) -> None:
     """Send ``sig`` to a whole process group; a group already gone is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` after the command name: state, ppid, pgrp, session, ..."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        fields = _stat(int(entry)) if entry.isdigit() else None
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid``, parents before children (Linux ``/proc``)."""
+    children, found = _children(), []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop(0)
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def other_groups(pid: int) -> list[int]:
+    """The first process of each process group below ``pid`` other than ``pid``'s own.
+
+    ``wandb agent`` starts each run's command in a group of its own, out of
+    reach of a signal to the agent's group; its caller signals these instead.
+    Only their leader: a trial's launcher passes a signal on to its ranks, and
+    the processes beside a rank (its ``wandb-core``) must outlive the rank.
+    """
+    own = _stat(pid)
+    if own is None:
+        return []
+    children, found = _children(), []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop(0)
+        fields = _stat(child)
+        if fields is None:
+            continue
+        if fields[2] != own[2]:
+            found.append(child)
+        else:
+            todo.extend(children.get(child, []))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie is not)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def stop_group(proc: subprocess.Popen[bytes], *, grace: float) -> int | None:

@@ -112,6 +112,9 @@ def watch_launcher(poll: float = 1.0, grace: float = 30.0) -> None:
     if agent is None or not _is_launcher(launcher):
         return
 
+    # Any rank's watch may end the launcher first: each asks at its own end.
+    procs.PREEMPTION.agent_lost = lambda: _parent_of(launcher) != agent
+
     def watch() -> None:
         while (parent := _parent_of(launcher)) == agent:
             time.sleep(poll)

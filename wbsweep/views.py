@@ -77,6 +77,8 @@ def runs_table(runs: Sequence[RunRecord], metric: str) -> str:
 def _note(run: RunRecord, width: int = 60) -> str:
     """A rerun names the run it reruns; a failed run says why (``--json`` has it whole)."""
     parts = [f"rerun of {run.retry_of}"] if run.retry_of else []
+    if run.requeues:
+        parts.append(f"requeued after {run.requeues} crash{'es' if run.requeues > 1 else ''}")
     if run.reason:
         reason = run.reason if len(run.reason) <= width else run.reason[: width - 3] + "..."
         parts.append(reason)

@@ -79,13 +79,13 @@ class TrialRun:
         config: Mapping[str, Any],
         metric: str,
         goal: str,
-        resume: bool = False,
     ) -> TrialRun | None:
         """Open (or join) the run ``run_id``; ``None`` when W&B is disabled.
 
         ``config`` is the run's config: the sweep's params must win over any
         other value there, so a sweep run holds the sweep's own values.
-        ``resume`` continues the run's history (a preempted run going on).
+        A run that exists already (W&B handed it out again after a preemption
+        or a crash) goes on with its history and summary.
         """
         mode = os.environ.get("WANDB_MODE") or settings.mode
         if mode == "disabled":
@@ -99,7 +99,8 @@ class TrialRun:
             group=settings.group,
             config=dict(config),
             mode=mode,  # type: ignore[arg-type]
-            resume="allow" if resume else None,
+            # A run W&B hands out again (preempted or crashed) goes on with its history.
+            resume="allow",
             # A reused process may still hold the previous trial's run.
             reinit="finish_previous",
         )

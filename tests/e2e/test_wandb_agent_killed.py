@@ -1,4 +1,4 @@
-"""A SIGKILLed ``wandb agent`` leaves no trial behind.
+"""A SIGKILLed ``wandb agent`` leaves no trial behind, and its run is handed out again.
 
 ``wandb agent`` starts each run's command from a thread, with no parent-death signal, so the
 trial's launcher would outlive it; every rank of a wbsweep trial watches its launcher and ends
@@ -46,13 +46,32 @@ def test_a_sigkilled_wandb_agent_leaves_no_launcher_or_rank(
             for pid, cmd in processes_mentioning(path)
             if " agent " in f" {cmd} " and "wandb" in cmd.split()[1]
         ]
+        trial = {
+            pid
+            for pid, cmd in processes_mentioning(str(record))
+            if "accelerate" in cmd or "wbsweep.trial" in cmd
+        }
+        assert len(trial) == 3, processes_mentioning(str(record))  # the launcher, 2 ranks
+
+        def alive() -> set[int]:
+            return trial & {pid for pid, _ in processes_mentioning(str(record))}
+
         os.kill(wandb_agent, signal.SIGKILL)
         killed = time.monotonic()
         # Within seconds: the ranks notice at once, checkpoint at their next step and leave.
         # (Left alone, they would train on until a write to the dead agent's pipe failed.)
-        wait_for(lambda: not processes_mentioning(str(record)), 60, "the launcher and ranks to end")
+        wait_for(lambda: not alive(), 60, "the launcher and ranks to end")
         print(f"trial gone {time.monotonic() - killed:.1f} s after the agent's SIGKILL")
         assert time.monotonic() - killed < 20
+
+        # The trial checkpointed and marked its run preempting: W&B hands the same run
+        # out again, here to the worker that `wbsweep agent` started in place of the dead one.
+        def handed_out() -> list[str]:
+            return [c["run_id"] for _, c in wandb_double.commands if c["type"] == "run"]
+
+        wait_for(lambda: len(handed_out()) >= 2, 90, "the run to be handed out again")
+        first, again = handed_out()[:2]
+        assert first == again
     finally:
         if agent.poll() is None:
             agent.send_signal(signal.SIGTERM)

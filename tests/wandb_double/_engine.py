@@ -67,7 +67,10 @@ def heartbeat_commands(
         if run is not None and rid not in alive and run.state not in TERMINAL_STATES:
             # the agent's process for this run is gone without the run saying it is
             # done; a later file_stream "complete" may still correct this
-            run.state = "killed" if run.should_stop else "crashed"
+            if run.should_stop:
+                run.state = "killed"
+            else:
+                run.state = "preempted" if run.preempting else "crashed"
 
     early_terminate(double, sweep)
 
@@ -114,6 +117,9 @@ def next_command(double: WandbDouble, sweep: Sweep, agent: Agent) -> dict[str, A
         return {"type": "exit"}
     config = sweep.config
     runs = sweep_runs(double, sweep)
+    requeued = next((r for r in runs if r.state == "preempted"), None)
+    if requeued is not None:
+        return requeue(requeued, agent, config)
     cap = config.get("run_cap")
     proposal = None
     if not (isinstance(cap, int) and len(runs) >= cap):
@@ -134,4 +140,26 @@ def next_command(double: WandbDouble, sweep: Sweep, agent: Agent) -> dict[str, A
         "run_id": run.name,
         "program": config.get("program"),
         "args": run.config,
+    }
+
+
+def requeue(run: Run, agent: Agent, config: dict[str, Any]) -> dict[str, Any]:
+    """Hand a preempted run out again, same id, same params.
+
+    W&B's docs say a run that called ``mark_preempting()`` and then exited
+    non-zero is requeued, and another agent resumes it under the same run id.
+    How the server hands it back is not observable here; this double sends it
+    as a ``run`` command, before any new run, to the next idle agent.
+    """
+    run.state = "pending"
+    run.preempting = run.completed = run.should_stop = False
+    run.stop_sent = 0
+    run.exitcode = None
+    run.agent = agent.gql_id
+    agent.runs.append(run.name)
+    return {
+        "type": "run",
+        "run_id": run.name,
+        "program": config.get("program"),
+        "args": run.sweep_args,
     }

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ._graphql import GraphQLError
-from ._store import Agent, Run, Sweep, loads_json, new_name
+from ._store import TERMINAL_STATES, Agent, Run, Sweep, loads_json, new_name
 
 if TYPE_CHECKING:
     from ._double import WandbDouble
@@ -166,6 +166,7 @@ def new_sweep_run(d: WandbDouble, sweep: Sweep, agent: Agent, config: dict[str, 
         sweep=sweep.name,
         config=dict(config),
         agent=agent.gql_id,
+        sweep_args=dict(config),
     )
     d._runs[name] = run
     agent.runs.append(name)
@@ -178,6 +179,8 @@ def mark_started(d: WandbDouble, run: Run) -> None:
     run.updated_at = run.heartbeat_at = time.time()
     if run.state == "pending" or (run.state == "crashed" and not run.completed):
         run.state = "running"
+    if run.preempting and run.state == "running":
+        run.state = "preempting"
 
 
 def create_run_files(d: WandbDouble, data: dict[str, Any]) -> dict[str, Any]:
@@ -216,6 +219,9 @@ def file_stream(
         d._runs[run_name] = run
         d._project(entity, project)
     mark_started(d, run)
+    if body.get("preempting") and run.state not in TERMINAL_STATES:
+        run.preempting = True
+        run.state = "preempting"
     for fname, chunk in (body.get("files") or {}).items():
         offset = int(chunk.get("offset") or 0)
         lines = [str(x) for x in chunk.get("content") or []]
@@ -238,6 +244,8 @@ def file_stream(
             run.state = "killed"
         elif not exitcode:
             run.state = "finished"
+        elif run.preempting:
+            run.state = "preempted"  # handed out again: see _engine.next_command
         else:
             run.state = "failed"
     d._changed.notify_all()

@@ -222,6 +222,8 @@ class Schema:
             return out
 
         history_keys = sorted({k for row in history for k in row})
+        wrapped = run.config.get("_wandb")
+        internal = wrapped.get("value", {}) if isinstance(wrapped, dict) else {}
         return {
             "__typename": "Run",
             "id": run.gql_id,
@@ -251,6 +253,14 @@ class Schema:
             "failed": run.state in ("failed", "crashed"),
             "running": run.state == "running",
             "historyLineCount": len(history),
+            # What a resumed run reads (RunResumeStatus): the last rows, each a JSON string,
+            # in one JSON list, so its steps and runtime go on from there.
+            "historyTail": json.dumps([json.dumps(r) for r in history[-10:]]),
+            "eventsTail": json.dumps([json.dumps(e) for e in run.events[-10:]]),
+            # The SDK's own keys (``_wandb``); a run with no "t" yet has not started.
+            "wandbConfig": lambda a: json.dumps(
+                {k: internal[k] for k in a.get("keys") or [] if k in internal}
+            ),
             "eventsLineCount": len(run.events),
             "logLineCount": len(run.output),
             "historyKeys": {

@@ -16,7 +16,10 @@ from typing import Any
 
 from wbsweep.backends.base import RunRecord, RunState, SweepRecord, SweepState
 
-__all__ = ["run_record", "summary_number", "sweep_state"]
+__all__ = ["REQUEUES_KEY", "run_record", "summary_number", "sweep_state"]
+
+#: The summary key that counts how often a crashed run was handed out again.
+REQUEUES_KEY = "wbsweep/requeues"
 
 # W&B run states in wbsweep's words (W&B calls a stopped run "killed").
 _RUN_STATES = {
@@ -60,7 +63,9 @@ def run_record(run: Any, sweep: SweepRecord) -> RunRecord:
         metrics={
             k: v
             for k, v in summary.items()
-            if not k.startswith("_") and isinstance(v, int | float) and not isinstance(v, bool)
+            if not k.startswith(("_", "wbsweep/"))
+            and isinstance(v, int | float)
+            and not isinstance(v, bool)
         },
         created_at=created,
         # W&B creates a sweep run when an agent takes it.
@@ -69,6 +74,7 @@ def run_record(run: Any, sweep: SweepRecord) -> RunRecord:
         # The last heartbeat of an ended run is when it ended.
         finished_at=heartbeat if state.terminal else None,
         heartbeat_at=heartbeat,
+        requeues=_count(summary.get(REQUEUES_KEY)),
     )
 
 
@@ -79,6 +85,10 @@ def summary_number(value: Any, goal: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
+
+
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
 def _summary(run: Any) -> dict[str, Any]:

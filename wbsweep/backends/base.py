@@ -244,6 +244,24 @@ class Backend(abc.ABC):
     def worker_argv(self, sweep_id: str, name: str) -> list[str]:
         """The argv of one worker process on this node (``wandb agent ID`` on W&B)."""
 
+    def keeper_argv(self, sweep_id: str) -> list[str] | None:
+        """A process each node runs beside its workers to rerun crashed runs, if any.
+
+        ``None`` where the workers do it themselves (the local store reruns a
+        crashed run's params when a worker next claims).
+        """
+        return None
+
+    def outlook(self, sweep_id: str) -> str:
+        """For a node whose workers found nothing left: ``"run"``, ``"wait"`` or ``"done"``.
+
+        ``"run"``: runs wait to be handed out again (preempted, or crashed and
+        requeued by the keeper), so start the workers again. ``"wait"``: runs are
+        still running elsewhere and may yet crash; ask again later. ``"done"``:
+        leave. Backends whose workers wait for reruns themselves say ``"done"``.
+        """
+        return "done"
+
     def resolve(self, sweep_id: str) -> str:
         """The full id of a sweep given as the user wrote it (a bare id on W&B: add the path)."""
         return sweep_id

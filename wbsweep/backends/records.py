@@ -64,6 +64,8 @@ class RunRecord:
     retry_of: str | None = None
     #: Why the run failed or crashed, in one line (the trial's own error line).
     reason: str | None = None
+    #: How many times W&B handed this same run out again after it crashed.
+    requeues: int = 0
 
     @property
     def has_finite_objective(self) -> bool:

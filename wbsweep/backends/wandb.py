@@ -16,9 +16,11 @@ live in :mod:`wbsweep.backends._wandb_auth`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from wbsweep.backends._liveness import heartbeat_timeout, is_stale
 from wbsweep.backends._wandb_auth import (
     api_key,
     base_url,
@@ -36,6 +39,7 @@ from wbsweep.backends._wandb_auth import (
     wandb_executable,
 )
 from wbsweep.backends._wandb_drive import drive_with_agent
+from wbsweep.backends._wandb_keeper import keeper_argv, to_requeue
 from wbsweep.backends._wandb_records import run_record, sweep_state
 from wbsweep.backends.base import (
     Backend,
@@ -131,6 +135,20 @@ class WandbBackend(Backend):
         # `wandb agent` names itself after the host; ``name`` is for local workers.
         return [wandb_executable(), "agent", str(self._path(sweep_id))]
 
+    def keeper_argv(self, sweep_id: str) -> list[str] | None:
+        return keeper_argv(str(self._path(sweep_id)))
+
+    def outlook(self, sweep_id: str) -> str:
+        runs = self.runs(sweep_id)
+        ready = [r for r in runs if r.state == RunState.PREEMPTED]
+        requeue = to_requeue(
+            runs, now=time.time(), timeout=heartbeat_timeout(), max_retries=_max_retries()
+        )
+        if ready or requeue:
+            return "run"
+        live = any(r.state in (RunState.RUNNING, RunState.PENDING) for r in runs)
+        return "wait" if live else "done"
+
     def create(self, config: dict[str, Any], *, sweep_file: str | None = None) -> str:
         import wandb
 
@@ -165,7 +183,15 @@ class WandbBackend(Backend):
         sweep = self.sweep(sweep_id)
         path = SweepPath.parse(sweep.id)
         found = self._api_runs(path, {"sweep": path.id}, "+created_at")
-        return [run_record(run, sweep) for run in found]
+        now, timeout = time.time(), heartbeat_timeout()
+        records = [run_record(run, sweep) for run in found]
+        # A run whose node is lost stays "running" on W&B for a while: say it crashed.
+        return [
+            dataclasses.replace(r, state=RunState.CRASHED, reason=_silent(timeout))
+            if is_stale(r, now, timeout)
+            else r
+            for r in records
+        ]
 
     def best_candidates(self, sweep_id: str) -> list[RunRecord]:
         """Finished runs with a finite objective, best first as the server orders them."""
@@ -315,6 +341,14 @@ def _sweep_params(param_file: str, names: set[str]) -> dict[str, Any]:
         for k, v in loaded.items()
         if k in names
     }
+
+
+def _max_retries() -> int:
+    return DriveOptions.from_env("agent", os.environ).max_retries
+
+
+def _silent(timeout: float) -> str:
+    return f"sent no heartbeat for {timeout:g} s (its node or worker is gone)"
 
 
 def _not_found(path: SweepPath) -> SweepNotFoundError:
