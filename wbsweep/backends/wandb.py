@@ -21,9 +21,7 @@ import os
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -34,12 +32,12 @@ from wbsweep.backends._wandb_auth import (
     base_url,
     child_env,
     has_credentials,
-    not_logged_in_message,
     preflight,
     wandb_executable,
 )
 from wbsweep.backends._wandb_drive import drive_with_agent
 from wbsweep.backends._wandb_keeper import keeper_argv, to_requeue
+from wbsweep.backends._wandb_paths import SweepPath, sdk_error, sweep_not_found, sweep_page_url
 from wbsweep.backends._wandb_records import run_record, sweep_state
 from wbsweep.backends.base import (
     Backend,
@@ -52,10 +50,8 @@ from wbsweep.backends.base import (
     SweepState,
 )
 from wbsweep.errors import (
-    SweepNotFoundError,
     SweepStateError,
     UsageError,
-    WandbLoginError,
     WbsweepError,
 )
 from wbsweep.wandb_run import resolve_project
@@ -77,27 +73,6 @@ _STATE_FLAGS = {
     SweepState.FINISHED: "--stop",
     SweepState.CANCELED: "--cancel",
 }
-
-
-@dataclass(frozen=True)
-class SweepPath:
-    """``entity/project/id``: where a W&B sweep lives."""
-
-    entity: str
-    project: str
-    id: str
-
-    def __str__(self) -> str:
-        return f"{self.entity}/{self.project}/{self.id}"
-
-    @classmethod
-    def parse(cls, text: str) -> SweepPath:
-        """``SweepPath`` of ``entity/project/id``; ``WbsweepError`` for any other shape."""
-        parts = text.strip("/").split("/")
-        if len(parts) != 3 or not all(parts):
-            # Exit 1, as before UsageError existed: scripts check for it.
-            raise WbsweepError(f"W&B sweep path {text!r} is not entity/project/sweep_id")
-        return cls(*parts)
 
 
 class WandbBackend(Backend):
@@ -162,7 +137,7 @@ class WandbBackend(Backend):
             ):
                 sweep_id = wandb.sweep(sweep=config, entity=self.entity, project=project)
         except Exception as exc:
-            raise _sdk_error(exc, where) from None
+            raise sdk_error(exc, where) from None
         if not sweep_id:
             raise WbsweepError(f"W&B did not register the sweep in {where}")
         return str(SweepPath(self.entity, project, str(sweep_id)))
@@ -272,7 +247,7 @@ class WandbBackend(Backend):
         except WbsweepError:
             raise
         except Exception as exc:
-            raise _sdk_error(exc, str(path), not_found=True) from None
+            raise sdk_error(exc, str(path), not_found=True) from None
 
     # -- SDK reads ---------------------------------------------------------------------
 
@@ -289,15 +264,15 @@ class WandbBackend(Backend):
         try:
             return wandb.Api(timeout=60)
         except Exception as exc:
-            raise _sdk_error(exc, self.url) from None
+            raise sdk_error(exc, self.url) from None
 
     def _api_sweep(self, path: SweepPath) -> Any:
         try:
             found = self._api().sweep(str(path))
         except Exception as exc:
-            raise _sdk_error(exc, str(path), not_found=True) from None
+            raise sdk_error(exc, str(path), not_found=True) from None
         if found is None:
-            raise _not_found(path)
+            raise sweep_not_found(path)
         return found
 
     def _api_runs(self, path: SweepPath, filters: dict[str, Any], order: str) -> list[Any]:
@@ -311,7 +286,7 @@ class WandbBackend(Backend):
             )
             return list(runs)
         except Exception as exc:
-            raise _sdk_error(exc, str(path), not_found=True) from None
+            raise sdk_error(exc, str(path), not_found=True) from None
 
 
 @contextlib.contextmanager
@@ -349,36 +324,3 @@ def _max_retries() -> int:
 
 def _silent(timeout: float) -> str:
     return f"sent no heartbeat for {timeout:g} s (its node or worker is gone)"
-
-
-def _not_found(path: SweepPath) -> SweepNotFoundError:
-    return SweepNotFoundError(
-        f"no W&B sweep {path.id!r} in {path.entity}/{path.project} "
-        "(check the entity, project and sweep id)"
-    )
-
-
-def _sdk_error(exc: Exception, where: str, *, not_found: bool = False) -> WbsweepError:
-    """One line for an SDK failure; never the key, never a traceback."""
-    if isinstance(exc, WbsweepError):
-        return exc
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    lowered = text.lower()
-    if "not logged in" in lowered or "credentials" in lowered or "api key" in lowered:
-        return WandbLoginError(not_logged_in_message(base_url()))
-    if not_found and ("not found" in lowered or "could not find" in lowered or "404" in lowered):
-        with contextlib.suppress(WbsweepError):
-            return _not_found(SweepPath.parse(where))
-    key = api_key()
-    if key:
-        text = text.replace(key, "***")
-    return WbsweepError(f"W&B error for {where}: {text}")
-
-
-def sweep_page_url(path: SweepPath, url: str | None = None) -> str:
-    """The sweep's page on the W&B app (``api.`` host -> app host for W&B cloud)."""
-    parsed = urllib.parse.urlparse(url or base_url())
-    host = parsed.netloc
-    if host.startswith("api."):
-        host = host[len("api.") :]
-    return f"{parsed.scheme}://{host}/{path.entity}/{path.project}/sweeps/{path.id}"

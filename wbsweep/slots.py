@@ -1,0 +1,167 @@
+"""How a node is split into worker slots, and what each worker and its trials see.
+
+Pure planning (``plan_slots``, ``accelerate_config``, ``worker_env``): the
+node's GPUs (or CPU processes) in slices, one ``accelerate`` config per slice,
+and the environment each worker runs in. :mod:`wbsweep.agent` runs the plan.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wbsweep.errors import UsageError
+
+__all__ = [
+    "ACCELERATE_CONFIG_ENV",
+    "WorkerSlot",
+    "accelerate_config",
+    "free_port",
+    "plan_slots",
+    "visible_gpus",
+    "worker_env",
+    "write_accelerate_configs",
+]
+
+ACCELERATE_CONFIG_ENV = "WBSWEEP_ACCELERATE_CONFIG"
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """What one worker's trials get: GPU ids (empty on CPU), ranks per trial, a port."""
+
+    index: int
+    gpus: tuple[str, ...]
+    num_processes: int
+    port: int
+
+    @property
+    def device(self) -> str:
+        return f"GPUs {','.join(self.gpus)}" if self.gpus else "CPU"
+
+
+def visible_gpus(env: Mapping[str, str], *, probe: bool = True) -> list[str]:
+    """GPU ids this node may use: ``CUDA_VISIBLE_DEVICES``, else what ``nvidia-smi`` lists."""
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return [g.strip() for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    if not probe or shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def plan_slots(
+    gpus: Sequence[str],
+    *,
+    gpus_per_trial: int | None = None,
+    workers: int | None = None,
+    processes_per_trial: int | None = None,
+    ports: Callable[[], int] | None = None,
+) -> list[WorkerSlot]:
+    """Split the node into worker slots.
+
+    With GPUs: slices of ``gpus_per_trial`` (default 1), one rank per GPU, one
+    worker per slice; ``workers`` fewer than that leaves slices idle, more
+    shares the slices round-robin. On CPU: ``workers`` (default 1) slots of
+    ``processes_per_trial`` (default 1) ranks each.
+
+    >>> [s.gpus for s in plan_slots(["0", "1", "2", "3"], gpus_per_trial=2, ports=lambda: 1)]
+    [('0', '1'), ('2', '3')]
+    """
+    next_port = ports or free_port
+    for name, value in (
+        ("--gpus-per-trial", gpus_per_trial),
+        ("--workers", workers),
+        ("--processes-per-trial", processes_per_trial),
+    ):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be at least 1, got {value}")
+    if gpus:
+        per = gpus_per_trial or 1
+        if processes_per_trial is not None and processes_per_trial != per:
+            raise UsageError(
+                "--processes-per-trial is for CPU nodes; on GPUs each trial runs one "
+                "rank per GPU (--gpus-per-trial)"
+            )
+        if per > len(gpus):
+            raise UsageError(
+                f"--gpus-per-trial {per} needs {per} GPUs, but this node sees {len(gpus)}"
+            )
+        slices = [tuple(gpus[i * per : (i + 1) * per]) for i in range(len(gpus) // per)]
+        # More workers than slices share them round-robin (small models, big GPUs).
+        count = workers if workers is not None else len(slices)
+        return [WorkerSlot(i, slices[i % len(slices)], per, next_port()) for i in range(count)]
+    if gpus_per_trial is not None:
+        raise UsageError("--gpus-per-trial given, but this node sees no GPU")
+    return [WorkerSlot(i, (), processes_per_trial or 1, next_port()) for i in range(workers or 1)]
+
+
+def free_port() -> int:
+    """A TCP port free right now on this host (each worker's rendezvous port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def accelerate_config(slot: WorkerSlot) -> dict[str, Any]:
+    """The ``accelerate launch --config_file`` contents for one worker's trials."""
+    multi = slot.num_processes > 1
+    config: dict[str, Any] = {
+        "compute_environment": "LOCAL_MACHINE",
+        # On CPU, MULTI_GPU with use_cpu is what gives a real gloo group.
+        "distributed_type": "MULTI_GPU" if multi else "NO",
+        "num_processes": slot.num_processes,
+        "num_machines": 1,
+        "machine_rank": 0,
+        "main_process_port": slot.port,
+        "mixed_precision": "no",
+        "use_cpu": not slot.gpus,
+        "gpu_ids": "all",
+        "rdzv_backend": "static",
+        "same_network": True,
+    }
+    return config
+
+
+def worker_env(slot: WorkerSlot, config_file: Path, base_env: Mapping[str, str]) -> dict[str, str]:
+    """The environment one worker (and so each of its trials) runs in."""
+    # Without this process's wandb-core address: each worker needs its own.
+    env = {k: v for k, v in base_env.items() if k != "WANDB_SERVICE"}
+    env[ACCELERATE_CONFIG_ENV] = str(config_file)
+    # Pin the slice; on CPU hide GPUs so no trial grabs one by accident.
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(slot.gpus)
+    if not slot.gpus:
+        env["ACCELERATE_USE_CPU"] = "true"
+    # `accelerate` and `python` in the sweep command resolve to this install.
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def write_accelerate_configs(slots: Sequence[WorkerSlot], directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for slot in slots:
+        path = directory / f"accelerate-worker{slot.index}.yaml"
+        path.write_text(yaml.safe_dump(accelerate_config(slot), sort_keys=False))
+        paths.append(path)
+    return paths
