@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from wbsweep import procs
 from wbsweep.backends.base import DEFAULT_MAX_FAILURES, Backend, DriveOptions
@@ -32,6 +33,7 @@ from wbsweep.errors import (
 from wbsweep.procs import PREEMPT_MARK_ENV
 from wbsweep.slots import (
     ACCELERATE_CONFIG_ENV,
+    SWEEP_FILE_ENV,
     WorkerSlot,
     accelerate_config,
     free_port,
@@ -75,6 +77,7 @@ class Agent:
         keeper: Sequence[str] | None = None,
         outlook: Callable[[], str] | None = None,
         poll: float = 5.0,
+        accelerate: Mapping[str, Any] | None = None,
     ) -> None:
         self.worker_argv = worker_argv
         #: The backend's keeper (reruns crashed runs) started beside the workers.
@@ -82,6 +85,8 @@ class Agent:
         self._keeper: subprocess.Popen[bytes] | None = None
         #: Asked when every worker found nothing left (see ``Backend.outlook``).
         self.outlook = outlook
+        #: The user's accelerate config, which each worker's config keeps.
+        self.accelerate = dict(accelerate or {})
         self.poll = poll
         self.extra_env = dict(extra_env or {})
         self.slots = list(slots)
@@ -108,7 +113,7 @@ class Agent:
         workdir = Path(tempfile.mkdtemp(prefix="wbsweep-agent-"))
         self._preempt_mark = workdir / "preempting"
         try:
-            configs = write_accelerate_configs(self.slots, workdir)
+            configs = write_accelerate_configs(self.slots, workdir, self.accelerate)
             envs: list[dict[str, str]] = []
             for slot, config in zip(self.slots, configs, strict=False):
                 if self._signals:
@@ -233,16 +238,22 @@ def run_agent(
     slots: Sequence[WorkerSlot],
     *,
     limits: DriveOptions | None = None,
+    accelerate: Mapping[str, Any] | None = None,
+    sweep_file: str | None = None,
 ) -> int:
     """Run this node's workers for ``sweep_id`` until the sweep has nothing left.
 
-    ``limits`` (failures in a row, retries) reach each worker through its environment.
+    ``limits`` (failures in a row, retries) reach each worker through its
+    environment; ``accelerate`` is the user's accelerate config, kept in each
+    worker's; ``sweep_file`` replaces the sweep's own path on this node.
     """
     limits = limits or DriveOptions("", max_consecutive_failures=DEFAULT_MAX_FAILURES)
     extra_env = limits.env()
     if limits.max_consecutive_failures is not None:
         # `wandb agent`'s own limit on failed runs at its start, for W&B workers.
         extra_env["WANDB_AGENT_MAX_INITIAL_FAILURES"] = str(limits.max_consecutive_failures)
+    if sweep_file is not None:
+        extra_env[SWEEP_FILE_ENV] = os.path.abspath(sweep_file)
     return Agent(
         lambda slot: worker_argv(backend, sweep_id, slot),
         slots,
@@ -250,4 +261,5 @@ def run_agent(
         extra_env=extra_env,
         keeper=backend.keeper_argv(sweep_id),
         outlook=lambda: backend.outlook(sweep_id),
+        accelerate=accelerate,
     ).run()

@@ -184,6 +184,19 @@ def _count_option(name: str, low: int, default: int, text: str) -> Any:
     "A worker gives up after this many trials failed in a row.",
 )
 @_count_option("--max-retries", 0, DEFAULT_MAX_RETRIES, "Reruns of a crashed run's params.")
+@click.option(
+    "--accelerate-config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Your accelerate config (mixed precision, FSDP, DeepSpeed...) "
+    "[default: accelerate's default config, when there is one].",
+)
+@click.option(
+    "--sweep-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The sweep file on this node [default: the sweep's, relative to here].",
+)
 @store_option
 def agent(
     sweep: str,
@@ -192,6 +205,8 @@ def agent(
     gpus_per_trial: int | None,
     max_consecutive_failures: int,
     max_retries: int,
+    accelerate_config: str | None,
+    sweep_file: str | None,
     store: str | None,
 ) -> None:
     """Run trials of SWEEP on this node until the sweep is done.
@@ -200,7 +215,11 @@ def agent(
     stopped by Ctrl-C or SIGTERM, 9 when a worker gave up on failing trials.
     """
     from wbsweep.agent import plan_slots, run_agent, visible_gpus
+    from wbsweep.slots import user_accelerate_config
 
+    user_config = user_accelerate_config(accelerate_config)
+    if sweep_file is not None and not os.path.isfile(sweep_file):
+        raise UsageError(f"--sweep-file {sweep_file!r} not found")
     target, sweep_id = backend_for_sweep(sweep, store=store)
     record = target.sweep(sweep_id)
     slots = plan_slots(
@@ -213,7 +232,9 @@ def agent(
     limits = DriveOptions(
         "", max_consecutive_failures=max_consecutive_failures, max_retries=max_retries
     )
-    code = run_agent(target, sweep_id, slots, limits=limits)
+    code = run_agent(
+        target, sweep_id, slots, limits=limits, accelerate=user_config, sweep_file=sweep_file
+    )
     runs = target.runs(sweep_id)
     counts = {s: sum(r.state == s for r in runs) for s in RunState}
     shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)

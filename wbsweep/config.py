@@ -17,7 +17,7 @@ from wbsweep.errors import ConfigError
 from wbsweep.space import Space, parameter_violations, to_plain
 from wbsweep.values import one_line
 
-__all__ = ["build_sweep_config", "hyperband", "normalize_goal", "trial_command"]
+__all__ = ["build_sweep_config", "hyperband", "normalize_goal", "recorded_path", "trial_command"]
 
 DEFAULT_METHOD = "random"
 DEFAULT_METRIC = "objective"
@@ -49,22 +49,33 @@ def normalize_goal(direction: Any, *, what: str = "direction") -> str:
 def trial_command(sweep_file: str, *, metric: str, goal: str) -> list[str]:
     """The argv every trial runs, as ``wandb agent`` macros and literal tokens.
 
-    ``${env}`` and ``${args_json_file}`` are filled in by ``wandb agent``;
-    ``${envvar:WBSWEEP_ACCELERATE_CONFIG}`` by the agent from the environment
-    that wbsweep's node agent gives each worker.
+    ``${env}``, ``${interpreter}`` and ``${args_json_file}`` are filled in by
+    ``wandb agent`` (or the local worker); :mod:`wbsweep.launch` then finds the
+    sweep file and this node's accelerate settings and runs ``accelerate launch``.
 
-    >>> trial_command("/s/sweep.py", metric="objective", goal="min")[-6:]
-    ['/s/sweep.py', '--metric', 'objective', '--goal', 'minimize', '${args_json_file}']
+    >>> trial_command("sweep.py", metric="objective", goal="min")[2:-1]
+    ['-m', 'wbsweep.launch', 'sweep.py', '--metric', 'objective', '--goal', 'minimize']
     """
     if not isinstance(metric, str) or not metric:
         raise ConfigError(f"metric must be a non-empty string, got {metric!r}")
     return [
-        "${env}", "accelerate", "launch",
-        "--config_file", "${envvar:WBSWEEP_ACCELERATE_CONFIG}",
-        "-m", "wbsweep.trial", os.fspath(sweep_file),
+        "${env}", "${interpreter}", "-m", "wbsweep.launch", os.fspath(sweep_file),
         "--metric", metric, "--goal", normalize_goal(goal, what="goal"),
         "${args_json_file}",
     ]  # fmt: skip
+
+
+def recorded_path(sweep_file: str | os.PathLike[str], cwd: str | None = None) -> str:
+    """The sweep file as a sweep records it: relative to ``cwd``, as W&B's ``program`` is.
+
+    A file outside ``cwd`` keeps its absolute path.
+
+    >>> recorded_path("/repo/sweeps/a.py", cwd="/repo"), recorded_path("/etc/a.py", cwd="/repo")
+    ('sweeps/a.py', '/etc/a.py')
+    """
+    path = os.path.abspath(os.fspath(sweep_file))
+    relative = os.path.relpath(path, cwd or os.getcwd())
+    return path if relative.startswith(os.pardir) else relative
 
 
 def hyperband(
@@ -192,8 +203,9 @@ def build_sweep_config(
     Each setting comes from the keyword argument when given, else from
     ``space.sweep_defaults`` (a whole sweep config passed as ``hp_space``), else
     from the defaults: method ``random``, metric ``objective``, goal ``minimize``.
-    ``command`` defaults to :func:`trial_command` on the absolute sweep file path;
-    ``program`` is that path too unless the sweep defaults name one.
+    ``command`` defaults to :func:`trial_command` on the sweep file's path
+    relative to the working directory (:func:`recorded_path`); ``program`` is
+    that path too unless the sweep defaults name one.
 
     Args:
         space: The translated search space.
@@ -214,12 +226,12 @@ def build_sweep_config(
             one line.
 
     >>> from wbsweep.space import Space
-    >>> cfg = build_sweep_config(Space({"lr": {"values": [0.1]}}, {}), sweep_file="/s.py")
+    >>> cfg = build_sweep_config(Space({"lr": {"values": [0.1]}}, {}), sweep_file="s.py")
     >>> cfg["method"], cfg["metric"], cfg["program"]
-    ('random', {'name': 'objective', 'goal': 'minimize'}, '/s.py')
+    ('random', {'name': 'objective', 'goal': 'minimize'}, 's.py')
     """
     defaults = deepcopy(space.sweep_defaults)
-    sweep_path = os.path.abspath(os.fspath(sweep_file))
+    sweep_path = recorded_path(sweep_file)
 
     def pick(key: str, explicit: Any, fallback: Any = None) -> Any:
         # Always consume the default, so the pass-through below cannot bring it back.

@@ -23,16 +23,21 @@ from wbsweep.errors import UsageError
 
 __all__ = [
     "ACCELERATE_CONFIG_ENV",
+    "SWEEP_FILE_ENV",
     "WorkerSlot",
     "accelerate_config",
+    "default_accelerate_config_file",
     "free_port",
     "plan_slots",
+    "user_accelerate_config",
     "visible_gpus",
     "worker_env",
     "write_accelerate_configs",
 ]
 
 ACCELERATE_CONFIG_ENV = "WBSWEEP_ACCELERATE_CONFIG"
+#: The sweep file on this node when it is not where the sweep records it.
+SWEEP_FILE_ENV = "WBSWEEP_SWEEP_FILE"
 
 
 @dataclass(frozen=True)
@@ -121,23 +126,71 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def accelerate_config(slot: WorkerSlot) -> dict[str, Any]:
-    """The ``accelerate launch --config_file`` contents for one worker's trials."""
-    multi = slot.num_processes > 1
-    config: dict[str, Any] = {
-        "compute_environment": "LOCAL_MACHINE",
+#: ``distributed_type`` values that name a plugin of the user's: kept as they are.
+PLUGINS = frozenset({"FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA"})
+
+
+def default_accelerate_config_file(environ: Mapping[str, str] | None = None) -> Path:
+    """Where ``accelerate config`` saves its default, as ``accelerate launch`` looks for it."""
+    env = os.environ if environ is None else environ
+    cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    hf_home = env.get("HF_HOME") or os.path.join(cache, "huggingface")
+    return Path(hf_home) / "accelerate" / "default_config.yaml"
+
+
+def user_accelerate_config(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The user's accelerate config: ``path``, else the default one when it exists, else ``{}``.
+
+    Raises:
+        UsageError: ``path`` is missing, or either file is not a YAML mapping.
+    """
+    chosen = Path(path) if path is not None else default_accelerate_config_file(environ)
+    if not chosen.is_file():
+        if path is not None:
+            raise UsageError(f"accelerate config {str(path)!r} not found")
+        return {}
+    try:
+        loaded = yaml.safe_load(chosen.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UsageError(f"accelerate config {str(chosen)!r} is not readable YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"accelerate config {str(chosen)!r} is not a mapping of settings")
+    return loaded
+
+
+def accelerate_config(slot: WorkerSlot, user: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``accelerate launch --config_file`` contents for one worker's trials.
+
+    Every setting of ``user`` (mixed precision, an FSDP or DeepSpeed section,
+    dynamo, ...) is kept; only what the worker owns is set: its ranks, GPUs,
+    port and the one-machine settings.
+
+    >>> slot = WorkerSlot(0, ("0", "1"), 2, 29500)
+    >>> c = accelerate_config(slot, {"distributed_type": "FSDP", "mixed_precision": "bf16",
+    ...                              "fsdp_config": {"fsdp_version": 2}, "num_processes": 8})
+    >>> c["distributed_type"], c["mixed_precision"], c["fsdp_config"], c["num_processes"]
+    ('FSDP', 'bf16', {'fsdp_version': 2}, 2)
+    """
+    config: dict[str, Any] = {"compute_environment": "LOCAL_MACHINE", "mixed_precision": "no"}
+    config.update(user or {})
+    if config.get("distributed_type") not in PLUGINS:
         # On CPU, MULTI_GPU with use_cpu is what gives a real gloo group.
-        "distributed_type": "MULTI_GPU" if multi else "NO",
-        "num_processes": slot.num_processes,
-        "num_machines": 1,
-        "machine_rank": 0,
-        "main_process_port": slot.port,
-        "mixed_precision": "no",
-        "use_cpu": not slot.gpus,
-        "gpu_ids": "all",
-        "rdzv_backend": "static",
-        "same_network": True,
-    }
+        config["distributed_type"] = "MULTI_GPU" if slot.num_processes > 1 else "NO"
+    config.update(
+        {
+            "num_processes": slot.num_processes,
+            "num_machines": 1,
+            "machine_rank": 0,
+            "main_process_port": slot.port,
+            "use_cpu": not slot.gpus,
+            # CUDA_VISIBLE_DEVICES holds the worker's slice: every GPU it sees is its own.
+            "gpu_ids": "all",
+            "rdzv_backend": "static",
+            "same_network": True,
+        }
+    )
     return config
 
 
@@ -157,11 +210,13 @@ def worker_env(slot: WorkerSlot, config_file: Path, base_env: Mapping[str, str])
     return env
 
 
-def write_accelerate_configs(slots: Sequence[WorkerSlot], directory: Path) -> list[Path]:
+def write_accelerate_configs(
+    slots: Sequence[WorkerSlot], directory: Path, user: Mapping[str, Any] | None = None
+) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for slot in slots:
         path = directory / f"accelerate-worker{slot.index}.yaml"
-        path.write_text(yaml.safe_dump(accelerate_config(slot), sort_keys=False))
+        path.write_text(yaml.safe_dump(accelerate_config(slot, user), sort_keys=False))
         paths.append(path)
     return paths

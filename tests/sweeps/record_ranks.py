@@ -84,6 +84,7 @@ def training_args() -> Any:
 
 
 def trainer_kwargs() -> dict[str, Any]:
+    from accelerate.state import AcceleratorState
     from transformers import TrainerCallback
 
     class RecordRank(TrainerCallback):
@@ -98,6 +99,8 @@ def trainer_kwargs() -> dict[str, Any]:
                 lr_scheduler_type=str(getattr(args.lr_scheduler_type, "value", "")),
                 output_dir=args.output_dir,
                 hidden_dropout_prob=getattr(config, "hidden_dropout_prob", None),
+                mixed_precision=str(AcceleratorState().mixed_precision),
+                cwd=os.getcwd(),
             )
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -41,8 +41,8 @@ def test_dry_run_prints_the_whole_config_and_registers_nothing(tmp_path: Path) -
     assert config["run_cap"] == 6
     assert config["metric"]["goal"] == "maximize"
     assert config["parameters"]["learning_rate"]["distribution"] == "log_uniform_values"
-    assert config["command"][:3] == ["${env}", "accelerate", "launch"]
-    assert "wbsweep.trial" in config["command"]
+    assert config["command"][:4] == ["${env}", "${interpreter}", "-m", "wbsweep.launch"]
+    assert "wbsweep.launch" in config["command"]
     assert config["command"][-1] == "${args_json_file}"
     assert not store_file(tmp_path).exists()
 

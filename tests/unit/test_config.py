@@ -45,12 +45,9 @@ def test_defaults():
 def test_trial_command_tokens_exact():
     assert trial_command("sweeps/s.py", metric="eval_loss", goal="max") == [
         "${env}",
-        "accelerate",
-        "launch",
-        "--config_file",
-        "${envvar:WBSWEEP_ACCELERATE_CONFIG}",
+        "${interpreter}",
         "-m",
-        "wbsweep.trial",
+        "wbsweep.launch",
         "sweeps/s.py",
         "--metric",
         "eval_loss",
@@ -60,13 +57,13 @@ def test_trial_command_tokens_exact():
     ]
 
 
-def test_default_command_uses_absolute_sweep_file_and_final_metric():
+def test_default_command_records_the_sweep_file_relative_to_here_and_the_final_metric():
+    # As W&B's `program`: every node resolves it against its own clone of the repository.
     config = build_sweep_config(
-        SPACE, sweep_file="sweeps/s.py", metric="eval_f1", direction="maximize"
+        SPACE, sweep_file=os.path.abspath("sweeps/s.py"), metric="eval_f1", direction="maximize"
     )
-    path = os.path.abspath("sweeps/s.py")
-    assert config["program"] == path
-    assert config["command"] == trial_command(path, metric="eval_f1", goal="maximize")
+    assert config["program"] == os.path.join("sweeps", "s.py")
+    assert config["command"] == trial_command("sweeps/s.py", metric="eval_f1", goal="maximize")
 
 
 @pytest.mark.parametrize(
