@@ -38,6 +38,7 @@ from wbsweep.slots import (
     accelerate_config,
     free_port,
     plan_slots,
+    threads_per_rank,
     visible_gpus,
     worker_env,
     write_accelerate_configs,
@@ -114,13 +115,16 @@ class Agent:
         self._preempt_mark = workdir / "preempting"
         try:
             configs = write_accelerate_configs(self.slots, workdir, self.accelerate)
+            threads = threads_per_rank(self.slots, os.environ)
+            if threads is not None:
+                self.log(f"{threads} CPU thread(s) per rank (set OMP_NUM_THREADS to choose)")
             envs: list[dict[str, str]] = []
             for slot, config in zip(self.slots, configs, strict=False):
                 if self._signals:
                     break
                 if slot.index and self.stagger:
                     time.sleep(self.stagger)
-                env = {**worker_env(slot, config, os.environ), **self.extra_env}
+                env = {**worker_env(slot, config, os.environ, threads), **self.extra_env}
                 env[PREEMPT_MARK_ENV] = str(self._preempt_mark)
                 self.log(
                     f"worker {slot.index}: {slot.device}, {slot.num_processes} "

@@ -29,6 +29,7 @@ __all__ = [
     "default_accelerate_config_file",
     "free_port",
     "plan_slots",
+    "threads_per_rank",
     "user_accelerate_config",
     "visible_gpus",
     "worker_env",
@@ -194,8 +195,38 @@ def accelerate_config(slot: WorkerSlot, user: Mapping[str, Any] | None = None) -
     return config
 
 
-def worker_env(slot: WorkerSlot, config_file: Path, base_env: Mapping[str, str]) -> dict[str, str]:
-    """The environment one worker (and so each of its trials) runs in."""
+def threads_per_rank(
+    slots: Sequence[WorkerSlot], environ: Mapping[str, str], cores: int | None = None
+) -> int | None:
+    """On a CPU node, each rank's share of the cores; ``None`` with GPUs or a user's setting.
+
+    Every rank's torch would otherwise start one thread per core, and the
+    node's workers together would run several threads per core. ``cores`` is
+    the physical cores (read from the node when ``None``).
+
+    >>> threads_per_rank([WorkerSlot(0, (), 2, 1), WorkerSlot(1, (), 2, 2)], {}, cores=16)
+    4
+    >>> threads_per_rank([WorkerSlot(0, (), 1, 1)], {"OMP_NUM_THREADS": "8"}, cores=16) is None
+    True
+    """
+    if "OMP_NUM_THREADS" in environ or any(slot.gpus for slot in slots):
+        return None
+    if cores is None:
+        import psutil
+
+        cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    ranks = sum(slot.num_processes for slot in slots) or 1
+    return max(1, cores // ranks)
+
+
+def worker_env(
+    slot: WorkerSlot, config_file: Path, base_env: Mapping[str, str], threads: int | None = None
+) -> dict[str, str]:
+    """The environment one worker (and so each of its trials) runs in.
+
+    ``threads`` (see :func:`threads_per_rank`) becomes ``OMP_NUM_THREADS``,
+    which ``accelerate launch`` passes to every rank as its torch threads.
+    """
     # Without this process's wandb-core address: each worker needs its own.
     env = {k: v for k, v in base_env.items() if k != "WANDB_SERVICE"}
     env[ACCELERATE_CONFIG_ENV] = str(config_file)
@@ -207,6 +238,8 @@ def worker_env(slot: WorkerSlot, config_file: Path, base_env: Mapping[str, str])
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     return env
 
 

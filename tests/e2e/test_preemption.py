@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
 from helpers import (
     TEST_SWEEPS,
@@ -44,6 +45,10 @@ def test_a_preempted_trial_checkpoints_and_its_rerun_resumes_from_there(tmp_path
         if agent.poll() is None:
             agent.kill()
     assert agent.returncode == EXIT_TERMINATED, out
+    # One worker of 2 ranks: each rank gets half the node's cores, not all of them.
+    cores = psutil.cpu_count(logical=False) or 1
+    begins = [r for r in rank_records(record) if r["event"] == "train_begin"]
+    assert [r["torch_threads"] for r in begins] == [max(1, cores // 2)] * 2
     wait_for(lambda: not processes_mentioning(str(record)), 60, "every process to end")
     (run,) = status(sweep_id)["runs"]
     assert run["state"] == "preempted", run

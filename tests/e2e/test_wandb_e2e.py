@@ -55,7 +55,8 @@ def test_sweep_on_wandb_two_agents_two_ranks_and_best(
     path = create_wandb("--n-trials", "3", "--method", "random")
     entity, project, sweep_id = path.split("/")
     assert (entity, project) == (wandb_double.entity, "proj")
-    assert wandb_double.sweep(sweep_id)["config"]["command"][1:3] == ["accelerate", "launch"]
+    command = wandb_double.sweep(sweep_id)["config"]["command"]
+    assert command[1:4] == ["${interpreter}", "-m", "wbsweep.launch"]
 
     result = wbsweep(
         "agent", path, "--workers", "2", "--processes-per-trial", "2",

@@ -84,6 +84,7 @@ def training_args() -> Any:
 
 
 def trainer_kwargs() -> dict[str, Any]:
+    import torch
     from accelerate.state import AcceleratorState
     from transformers import TrainerCallback
 
@@ -100,6 +101,7 @@ def trainer_kwargs() -> dict[str, Any]:
                 output_dir=args.output_dir,
                 hidden_dropout_prob=getattr(config, "hidden_dropout_prob", None),
                 mixed_precision=str(AcceleratorState().mixed_precision),
+                torch_threads=torch.get_num_threads(),
                 cwd=os.getcwd(),
             )
 
