@@ -150,7 +150,15 @@ def test_local_search_in_process(tmp_path: Path) -> None:
     assert best.run_id == winner.id
     assert best.objective == pytest.approx(winner.objective)
     assert best.hyperparameters == winner.params
-    assert best.run_summary["sweep_id"] == sweep.id
+    # As Transformers' W&B backend: run_summary is the sweep id, and passing it back
+    # (after a restart) joins that sweep; with nothing left to run it says the same.
+    assert best.run_summary == sweep.id
+    again = trainer.hyperparameter_search(
+        backend="wandb", hp_space=optuna_space, n_trials=2, wbsweep_backend="local",
+        compute_objective=lambda m: m["eval_loss"], sweep_id=best.run_summary,
+    )  # fmt: skip
+    assert again == best
+    assert len(store.sweeps()) == 1 and len(store.runs(sweep.id)) == 2
     for run in runs:
         assert run.objective == pytest.approx(run.metrics["eval_loss"])
         assert run.started_at is not None
@@ -358,7 +366,7 @@ def test_docs_example_against_wandb_on_two_ranks(wandb_double: WandbDouble, tmp_
     assert rank0["hyperparameters"] == {
         k: v for k, v in winner["config"].items() if k in sweep["config"]["parameters"]
     }
-    assert rank0["run_summary"]["sweep_id"] == f"{wandb_double.entity}/hf/{sweep['id']}"
+    assert rank0["run_summary"] == f"{wandb_double.entity}/hf/{sweep['id']}"
     trained = records(tmp_path)
     assert len(trained) == 4
     for run in runs:

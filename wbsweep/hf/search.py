@@ -116,7 +116,7 @@ def parse_options(
         count = int(environ[COUNT_ENV])
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ConfigError(f"wbsweep_count must be a positive integer, got {count!r}")
-    sweep_id = kwargs.get("sweep_id") or environ.get(SWEEP_ID_ENV) or None
+    sweep_id = _sweep_ref(kwargs.get("sweep_id")) or environ.get(SWEEP_ID_ENV) or None
     requested = kwargs.get("wbsweep_backend")
     if requested is None and sweep_id and "/" in str(sweep_id):
         requested = "wandb"  # entity/project/id can only be a W&B sweep
@@ -312,5 +312,19 @@ def _announce_sweep(ref: str, where: str) -> None:
 
 
 def _with_sweep_id(best: Any, sweep_id: str) -> Any:
-    """Tell the caller which sweep (to join it, or for ``wbsweep best``)."""
-    return best._replace(run_summary={**best.run_summary, "sweep_id": sweep_id})
+    """The sweep id as ``run_summary``, as Transformers' own W&B backend returns it.
+
+    Passing it back as ``sweep_id=`` (after a restart) joins the same sweep.
+    """
+    return best._replace(run_summary=sweep_id)
+
+
+def _sweep_ref(value: Any) -> str | None:
+    """``sweep_id=`` as given: an id, or a ``run_summary`` an earlier call returned."""
+    if isinstance(value, Mapping):  # earlier wbsweep releases returned {..., "sweep_id": id}
+        value = value.get("sweep_id")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"sweep_id must be a sweep id string, got {value!r}")
+    return value
