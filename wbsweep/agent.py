@@ -231,9 +231,11 @@ class Agent:
                     procs.signal_pid(left, signal.SIGKILL)
 
 
-def worker_argv(backend: Backend, sweep_id: str, slot: WorkerSlot) -> list[str]:
+def worker_argv(
+    backend: Backend, sweep_id: str, slot: WorkerSlot, count: int | None = None
+) -> list[str]:
     """The argv of one worker on this node, as the backend starts its workers."""
-    return backend.worker_argv(sweep_id, f"{socket.gethostname()}-w{slot.index}")
+    return backend.worker_argv(sweep_id, f"{socket.gethostname()}-w{slot.index}", count)
 
 
 def run_agent(
@@ -259,11 +261,12 @@ def run_agent(
     if sweep_file is not None:
         extra_env[SWEEP_FILE_ENV] = os.path.abspath(sweep_file)
     return Agent(
-        lambda slot: worker_argv(backend, sweep_id, slot),
+        lambda slot: worker_argv(backend, sweep_id, slot, limits.count),
         slots,
         stagger=backend.worker_stagger,
         extra_env=extra_env,
         keeper=backend.keeper_argv(sweep_id),
-        outlook=lambda: backend.outlook(sweep_id),
+        # With --count, a worker that ran its share is done, whatever the sweep has left.
+        outlook=(lambda: backend.outlook(sweep_id)) if limits.count is None else None,
         accelerate=accelerate,
     ).run()

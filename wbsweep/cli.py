@@ -197,6 +197,9 @@ def _count_option(name: str, low: int, default: int, text: str) -> Any:
     default=None,
     help="The sweep file on this node [default: the sweep's, relative to here].",
 )
+@click.option("--count", type=int, default=None, help="The most trials each worker runs.")
+@click.option("-p", "--project", default=None, help="W&B project of a bare sweep id.")
+@click.option("-e", "--entity", default=None, help="W&B entity of a bare sweep id.")
 @store_option
 def agent(
     sweep: str,
@@ -207,6 +210,9 @@ def agent(
     max_retries: int,
     accelerate_config: str | None,
     sweep_file: str | None,
+    count: int | None,
+    project: str | None,
+    entity: str | None,
     store: str | None,
 ) -> None:
     """Run trials of SWEEP on this node until the sweep is done.
@@ -220,7 +226,9 @@ def agent(
     user_config = user_accelerate_config(accelerate_config)
     if sweep_file is not None and not os.path.isfile(sweep_file):
         raise UsageError(f"--sweep-file {sweep_file!r} not found")
-    target, sweep_id = backend_for_sweep(sweep, store=store)
+    if count is not None and count < 1:
+        raise UsageError(f"--count must be at least 1, got {count}")
+    target, sweep_id = backend_for_sweep(sweep, store=store, entity=entity, project=project)
     record = target.sweep(sweep_id)
     slots = plan_slots(
         visible_gpus(os.environ),
@@ -230,7 +238,7 @@ def agent(
     )
     click.echo(f"Sweep {sweep_id}: {record.state.lower()}, {len(slots)} worker(s) on this node.")
     limits = DriveOptions(
-        "", max_consecutive_failures=max_consecutive_failures, max_retries=max_retries
+        "", count, max_consecutive_failures=max_consecutive_failures, max_retries=max_retries
     )
     code = run_agent(
         target, sweep_id, slots, limits=limits, accelerate=user_config, sweep_file=sweep_file

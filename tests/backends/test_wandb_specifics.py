@@ -41,6 +41,8 @@ def test_a_node_joins_with_a_real_wandb_agent(double: WandbDouble) -> None:
     bare = sweep_id.rsplit("/", 1)[-1]
     assert backend.resolve(bare) == sweep_id
     assert backend.worker_argv(bare, "host-w0")[-1] == sweep_id
+    # `wbsweep agent --count N`: each `wandb agent` runs at most N trials, as its own --count.
+    assert backend.worker_argv(sweep_id, "host-w0", 2)[1:] == ["agent", "--count", "2", sweep_id]
     assert backend.sweep(bare).id == sweep_id
     assert backend.sweep_url(sweep_id) == f"{double.base_url}/{sweep_id.replace(bare, '')}" + (
         f"sweeps/{bare}"

@@ -59,3 +59,17 @@ def test_failing_trials_do_not_stop_the_sweep(tmp_path: Path) -> None:
     assert len(failed) == 3 and {r["exit_code"] for r in failed} == {3}
     assert sum(r["state"] == "finished" for r in runs) == 9
     assert "failed" in result.stdout
+
+
+def test_count_caps_the_trials_each_worker_runs(tmp_path: Path) -> None:
+    record = tmp_path / "records"
+    record.mkdir()
+    sweep_id = create(TEST_SWEEPS / "grid12.py")
+    result = wbsweep(
+        "agent", sweep_id, "--workers", "2", "--count", "2",
+        WBSWEEP_TEST_RECORD_DIR=str(record), timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    shown = status(sweep_id)
+    assert [r["state"] for r in shown["runs"]] == ["finished"] * 4  # 2 workers x 2 trials
+    assert shown["state"] == "RUNNING"  # the other 8 points wait for the next agent

@@ -212,6 +212,26 @@ def test_sweep_not_found_and_wrong_project(wandb_double: WandbDouble) -> None:
 
 
 @pytest.mark.slow
+def test_a_bare_sweep_id_with_wandb_agents_flags_or_environment_is_the_w_and_b_sweep(
+    wandb_double: WandbDouble, tmp_path: Path
+) -> None:
+    path = create_wandb("--n-trials", "3")
+    entity, project, bare = path.split("/")
+    # As `wandb agent -p PROJECT -e ENTITY ID --count 1`: one trial, then the agent leaves.
+    ran = wbsweep(
+        "agent", bare, "-p", project, "-e", entity, "--count", "1",
+        "--store", str(tmp_path / "no-store.db"),
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert [r["state"] for r in wandb_double.runs(bare)] == ["finished"]
+    assert not (tmp_path / "no-store.db").exists()
+    # As `wandb agent ID` with WANDB_PROJECT set: the local store does not know the id.
+    shown = wbsweep("status", bare, "--json", WANDB_PROJECT=project, WANDB_ENTITY=entity)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["sweep_id"] == path
+
+
+@pytest.mark.slow
 def test_wandb_agent_keeps_going_after_a_failed_trial(
     wandb_double: WandbDouble, tmp_path: Path
 ) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from wbsweep.backends.base import Backend, RunQueue, RunRecord, SweepRecord
 from wbsweep.backends.local import STORE_ENV, SWEEP_ID_ENV, LocalBackend, default_store_path
-from wbsweep.errors import SweepNotFoundError, UsageError
+from wbsweep.errors import SweepNotFoundError, UsageError, WbsweepError
 
 BACKEND_ENV = "WBSWEEP_BACKEND"
 BACKENDS = ("local", "wandb", "auto")
@@ -73,14 +73,44 @@ def open_backend(
     raise UsageError(f"unknown backend {name!r}; expected local or wandb")
 
 
-def backend_for_sweep(sweep_ref: str, *, store: str | Path | None = None) -> tuple[Backend, str]:
-    """The backend holding ``sweep_ref`` and the sweep's id within it."""
+def backend_for_sweep(
+    sweep_ref: str,
+    *,
+    store: str | Path | None = None,
+    entity: str | None = None,
+    project: str | None = None,
+) -> tuple[Backend, str]:
+    """The backend holding ``sweep_ref`` and the sweep's id within it.
+
+    ``entity/project/id`` is a W&B sweep. A bare id is one too when ``entity``
+    or ``project`` is given (``-e``/``-p``, as ``wandb agent`` takes them), or
+    when the local store does not know it and ``WANDB_PROJECT`` is set (where
+    ``wandb agent ID`` looks); otherwise it is the local store's.
+    """
     if "/" in sweep_ref:
         from wbsweep.backends.wandb import SweepPath
 
         path = SweepPath.parse(sweep_ref)
         return open_backend("wandb", entity=path.entity, project=path.project), str(path)
+    if (
+        entity
+        or project
+        or (os.environ.get("WANDB_PROJECT") and not _local_knows(sweep_ref, store))
+    ):
+        wandb = open_backend("wandb", entity=entity, project=project)
+        return wandb, wandb.resolve(sweep_ref)
     return open_backend("local", store=store), sweep_ref
+
+
+def _local_knows(sweep_id: str, store: str | Path | None) -> bool:
+    path = Path(store) if store is not None else default_store_path()
+    if not path.is_file():
+        return False
+    try:
+        LocalBackend(path).sweep_state(sweep_id)
+    except WbsweepError:
+        return False
+    return True
 
 
 def queue_from_env(environ: Mapping[str, str] | None = None) -> RunQueue | None:

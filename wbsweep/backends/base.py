@@ -241,8 +241,12 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def worker_argv(self, sweep_id: str, name: str) -> list[str]:
-        """The argv of one worker process on this node (``wandb agent ID`` on W&B)."""
+    def worker_argv(self, sweep_id: str, name: str, count: int | None = None) -> list[str]:
+        """The argv of one worker process on this node (``wandb agent ID`` on W&B).
+
+        ``count`` caps the trials it runs (also in its environment, see
+        :meth:`DriveOptions.env`).
+        """
 
     def keeper_argv(self, sweep_id: str) -> list[str] | None:
         """A process each node runs beside its workers to rerun crashed runs, if any.

@@ -138,7 +138,7 @@ class LocalBackend(Backend, RunQueue):
                 )
             db.execute("UPDATE sweeps SET state = ? WHERE id = ?", (wanted.value, sweep_id))
 
-    def worker_argv(self, sweep_id: str, name: str) -> list[str]:
+    def worker_argv(self, sweep_id: str, name: str, count: int | None = None) -> list[str]:
         return [sys.executable, "-m", "wbsweep.worker", str(self.path), sweep_id, name]
 
     def agent_command(self, sweep_id: str) -> list[str]:

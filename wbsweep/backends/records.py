@@ -22,10 +22,13 @@ DEFAULT_MAX_FAILURES = 5
 #: How ``wbsweep agent`` passes ``--max-consecutive-failures`` and ``--max-retries`` on.
 MAX_FAILURES_ENV = "WBSWEEP_MAX_CONSECUTIVE_FAILURES"
 MAX_RETRIES_ENV = "WBSWEEP_MAX_RETRIES"
+#: How ``wbsweep agent`` passes ``--count`` on to each local worker.
+COUNT_ENV = "WBSWEEP_WORKER_COUNT"
 
 __all__ = [
     "DEFAULT_MAX_FAILURES",
     "DEFAULT_MAX_RETRIES",
+    "COUNT_ENV",
     "MAX_FAILURES_ENV",
     "MAX_RETRIES_ENV",
     "ClaimedRun",
@@ -177,6 +180,8 @@ class DriveOptions:
         env = {MAX_RETRIES_ENV: str(self.max_retries)}
         if self.max_consecutive_failures is not None:
             env[MAX_FAILURES_ENV] = str(self.max_consecutive_failures)
+        if self.count is not None:
+            env[COUNT_ENV] = str(self.count)
         return env
 
     @classmethod
@@ -188,8 +193,10 @@ class DriveOptions:
         Raises:
             UsageError: A limit is set to something other than a whole number in range.
         """
+        count = _count(environ, COUNT_ENV, 0, 1) if environ.get(COUNT_ENV) else None
         return cls(
             worker,
+            count,
             max_consecutive_failures=_count(environ, MAX_FAILURES_ENV, DEFAULT_MAX_FAILURES, 1),
             log=log,
             max_retries=_count(environ, MAX_RETRIES_ENV, DEFAULT_MAX_RETRIES, 0),

@@ -106,9 +106,10 @@ class WandbBackend(Backend):
     def sweep_url(self, sweep_id: str) -> str:
         return sweep_page_url(self._path(sweep_id), self.url)
 
-    def worker_argv(self, sweep_id: str, name: str) -> list[str]:
+    def worker_argv(self, sweep_id: str, name: str, count: int | None = None) -> list[str]:
         # `wandb agent` names itself after the host; ``name`` is for local workers.
-        return [wandb_executable(), "agent", str(self._path(sweep_id))]
+        limit = ["--count", str(count)] if count is not None else []
+        return [wandb_executable(), "agent", *limit, str(self._path(sweep_id))]
 
     def keeper_argv(self, sweep_id: str) -> list[str] | None:
         return keeper_argv(str(self._path(sweep_id)))
