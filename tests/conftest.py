@@ -29,6 +29,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.delenv("WBSWEEP_BACKEND", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    # The SDK exports these when it opens a run or a sweep: none leaks into the next test.
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    monkeypatch.delenv("WANDB_ENTITY", raising=False)
     monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), os.environ.get("PATH", "")]))
     yield tmp_path
     if "wandb" in sys.modules:

@@ -101,7 +101,7 @@ def test_a_wandb_run_whose_worker_dies_is_requeued_once_and_finishes(
     agent = start_agent(
         path, record,
         WBSWEEP_TEST_SLEEP="0.3", WBSWEEP_TEST_SLEEP_UNLESS=str(fast),
-        WBSWEEP_HEARTBEAT_TIMEOUT="8",
+        WBSWEEP_HEARTBEAT_TIMEOUT="5",
     )  # fmt: skip
     try:
         wait_for(lambda: steps_of(record), 180, "the first trial to train")

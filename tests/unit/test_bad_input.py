@@ -151,6 +151,9 @@ CASES: dict[str, Case] = {
         ["status", "nosuchid", "--store", "elsewhere/store.db"], EXIT_NOT_FOUND,
         "no local store at",
     ),
+    "unknown bare id, WANDB_PROJECT set, no W&B login": Case(
+        ["status", "nosuchid"], EXIT_NOT_FOUND, "'nosuchid'", env={"WANDB_PROJECT": "proj"}
+    ),
     "malformed W&B sweep path": Case(["status", "a/b"], EXIT_FAILED, "entity/project/sweep_id"),
     "no best run yet": Case(["best", "{sweep}"], EXIT_NO_BEST, "no finished run"),
     # -- the store path

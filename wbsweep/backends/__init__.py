@@ -84,33 +84,35 @@ def backend_for_sweep(
 
     ``entity/project/id`` is a W&B sweep. A bare id is one too when ``entity``
     or ``project`` is given (``-e``/``-p``, as ``wandb agent`` takes them), or
-    when the local store does not know it and ``WANDB_PROJECT`` is set (where
-    ``wandb agent ID`` looks); otherwise it is the local store's.
+    when the local store does not know it, ``WANDB_PROJECT`` is set (where
+    ``wandb agent ID`` looks) and W&B credentials exist; otherwise it is the
+    local store's, whose error says where it looked.
     """
     if "/" in sweep_ref:
         from wbsweep.backends.wandb import SweepPath
 
         path = SweepPath.parse(sweep_ref)
         return open_backend("wandb", entity=path.entity, project=path.project), str(path)
-    if (
-        entity
-        or project
-        or (os.environ.get("WANDB_PROJECT") and not _local_knows(sweep_ref, store))
-    ):
+    if entity or project or (os.environ.get("WANDB_PROJECT") and _on_wandb_only(sweep_ref, store)):
         wandb = open_backend("wandb", entity=entity, project=project)
         return wandb, wandb.resolve(sweep_ref)
     return open_backend("local", store=store), sweep_ref
 
 
-def _local_knows(sweep_id: str, store: str | Path | None) -> bool:
+def _on_wandb_only(sweep_id: str, store: str | Path | None) -> bool:
+    """Whether a bare id is not the local store's and W&B credentials exist to look there."""
+    from wbsweep.backends._wandb_auth import has_credentials
+
+    if not has_credentials():
+        return False
     path = Path(store) if store is not None else default_store_path()
     if not path.is_file():
-        return False
+        return True
     try:
         LocalBackend(path).sweep_state(sweep_id)
     except WbsweepError:
-        return False
-    return True
+        return True
+    return False
 
 
 def queue_from_env(environ: Mapping[str, str] | None = None) -> RunQueue | None:

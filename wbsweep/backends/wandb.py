@@ -116,13 +116,19 @@ class WandbBackend(Backend):
 
     def outlook(self, sweep_id: str) -> str:
         runs = self.runs(sweep_id)
+        now, timeout = time.time(), heartbeat_timeout()
         ready = [r for r in runs if r.state == RunState.PREEMPTED]
-        requeue = to_requeue(
-            runs, now=time.time(), timeout=heartbeat_timeout(), max_retries=_max_retries()
-        )
-        if ready or requeue:
+        if ready or to_requeue(runs, now=now, timeout=timeout, max_retries=_max_retries()):
             return "run"
-        live = any(r.state in (RunState.RUNNING, RunState.PENDING) for r in runs)
+        # A run handed to an agent that never started it stays pending: not for ever.
+        live = any(
+            r.state == RunState.RUNNING
+            or (
+                r.state == RunState.PENDING
+                and now - (r.heartbeat_at or r.created_at or now) < timeout
+            )
+            for r in runs
+        )
         return "wait" if live else "done"
 
     def create(self, config: dict[str, Any], *, sweep_file: str | None = None) -> str:
