@@ -46,6 +46,19 @@ def create(sweep_file: Path, *args: str) -> str:
     return str(json.loads(result.stdout)["sweep_id"])
 
 
+def create_wandb(*args: str) -> str:
+    """``wbsweep create`` of ``record_ranks.py`` on W&B (the test double), project ``proj``."""
+    result = wbsweep(
+        "create", str(TEST_SWEEPS / "record_ranks.py"), "--backend", "wandb",
+        "--project", "proj", "--json", *args,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["backend"] == "wandb"
+    assert out["url"].endswith(f"/proj/sweeps/{out['sweep_id'].split('/')[-1]}")
+    return str(out["sweep_id"])
+
+
 def status(sweep_id: str) -> dict[str, Any]:
     result = wbsweep("status", sweep_id, "--json")
     assert result.returncode == 0, result.stderr

@@ -159,6 +159,15 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def parent_of(pid: int) -> int | None:
+    """``pid``'s parent; ``None`` when it is gone."""
+    fields = _stat(pid)
+    try:
+        return int(fields[1]) if fields is not None else None
+    except (IndexError, ValueError):
+        return None
+
+
 def _children() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:

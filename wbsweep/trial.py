@@ -108,15 +108,15 @@ def watch_launcher(poll: float = 1.0, grace: float = 30.0) -> None:
     Does nothing when this process was not started by a launcher.
     """
     launcher = os.getppid()
-    agent = _parent_of(launcher)
+    agent = procs.parent_of(launcher)
     if agent is None or not _is_launcher(launcher):
         return
 
     # Any rank's watch may end the launcher first: each asks at its own end.
-    procs.PREEMPTION.agent_lost = lambda: _parent_of(launcher) != agent
+    procs.PREEMPTION.agent_lost = lambda: procs.parent_of(launcher) != agent
 
     def watch() -> None:
-        while (parent := _parent_of(launcher)) == agent:
+        while (parent := procs.parent_of(launcher)) == agent:
             time.sleep(poll)
         if parent is None:
             return  # the launcher is gone: this rank's parent-death signal follows
@@ -125,14 +125,6 @@ def watch_launcher(poll: float = 1.0, grace: float = 30.0) -> None:
         procs.signal_pid(launcher, signal.SIGKILL)
 
     threading.Thread(target=watch, name="wbsweep-watch-launcher", daemon=True).start()
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
-            return int(handle.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _is_launcher(pid: int) -> bool:

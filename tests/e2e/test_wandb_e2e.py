@@ -18,24 +18,20 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TEST_SWEEPS, WBSWEEP, processes_mentioning, rank_records, wait_for, wbsweep
+from helpers import (
+    TEST_SWEEPS,
+    WBSWEEP,
+    create_wandb,
+    processes_mentioning,
+    rank_records,
+    wait_for,
+    wbsweep,
+)
 from wandb_double import WandbDouble
 
 pytestmark = pytest.mark.slow
 
 SECRET_SCAN_SKIP = {".db", ".wandb"}
-
-
-def create_wandb(*args: str) -> str:
-    result = wbsweep(
-        "create", str(TEST_SWEEPS / "record_ranks.py"), "--backend", "wandb",
-        "--project", "proj", "--json", *args,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
-    assert out["backend"] == "wandb"
-    assert out["url"].endswith(f"/proj/sweeps/{out['sweep_id'].split('/')[-1]}")
-    return str(out["sweep_id"])
 
 
 def assert_key_never_written(key: str, root: Path, *outputs: str) -> None:

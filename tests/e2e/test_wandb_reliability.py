@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import (
-    TEST_SWEEPS,
+    create_wandb,
     processes_mentioning,
     rank_records,
     start_agent,
@@ -26,15 +26,6 @@ from wandb_double import WandbDouble
 from wbsweep.errors import EXIT_TERMINATED
 
 pytestmark = pytest.mark.slow
-
-
-def create_wandb(*args: str) -> str:
-    created = wbsweep(
-        "create", str(TEST_SWEEPS / "record_ranks.py"), "--backend", "wandb",
-        "--project", "proj", "--json", *args,
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
-    return str(json.loads(created.stdout)["sweep_id"])
 
 
 def steps_of(record: Path, pids: set[int] | None = None) -> list[int]:
