@@ -31,6 +31,7 @@ from wbsweep.errors import (
     WbsweepError,
 )
 from wbsweep.procs import PREEMPT_MARK_ENV
+from wbsweep.shape import OVERRIDE_ENV
 from wbsweep.slots import (
     ACCELERATE_CONFIG_ENV,
     SWEEP_FILE_ENV,
@@ -246,12 +247,14 @@ def run_agent(
     limits: DriveOptions | None = None,
     accelerate: Mapping[str, Any] | None = None,
     sweep_file: str | None = None,
+    overridden: bool = False,
 ) -> int:
     """Run this node's workers for ``sweep_id`` until the sweep has nothing left.
 
     ``limits`` (failures in a row, retries) reach each worker through its
     environment; ``accelerate`` is the user's accelerate config, kept in each
-    worker's; ``sweep_file`` replaces the sweep's own path on this node.
+    worker's; ``sweep_file`` replaces the sweep's own path on this node;
+    ``overridden`` says the slots are not the sweep's recorded shape (each run records it).
     """
     limits = limits or DriveOptions("", max_consecutive_failures=DEFAULT_MAX_FAILURES)
     extra_env = limits.env()
@@ -260,6 +263,8 @@ def run_agent(
         extra_env["WANDB_AGENT_MAX_INITIAL_FAILURES"] = str(limits.max_consecutive_failures)
     if sweep_file is not None:
         extra_env[SWEEP_FILE_ENV] = os.path.abspath(sweep_file)
+    if overridden:
+        extra_env[OVERRIDE_ENV] = "1"
     return Agent(
         lambda slot: worker_argv(backend, sweep_id, slot, limits.count),
         slots,

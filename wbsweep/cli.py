@@ -32,6 +32,7 @@ from wbsweep.errors import (
     WbsweepError,
     debug_enabled,
 )
+from wbsweep.shape import MIXED_PRECISION
 from wbsweep.states import RunState, SweepState
 
 store_option = click.option(
@@ -100,9 +101,23 @@ def main() -> None:
 )
 @click.option("--project", default=None, help="W&B project [default: SWEEP's, else wbsweep].")
 @click.option("--entity", default=None, help="W&B entity [default: your default entity].")
+@click.option("--gpus-per-trial", type=int, default=None, help="Each trial runs on this many GPUs.")
+@click.option(
+    "--processes-per-trial",
+    type=int,
+    default=None,
+    help="Ranks per trial, on GPUs or CPU [default: 1].",
+)
+@click.option(
+    "--mixed-precision",
+    type=click.Choice(MIXED_PRECISION),
+    default=None,
+    help="Every trial's mixed precision [default: your accelerate config's, else no].",
+)
 @store_option
 @click.option("--dry-run", is_flag=True, help="Print the sweep config; register nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.argument("accelerate_args", nargs=-1, type=click.UNPROCESSED)
 def create(
     sweep_file: str,
     method: str | None,
@@ -115,12 +130,32 @@ def create(
     backend: str | None,
     project: str | None,
     entity: str | None,
+    gpus_per_trial: int | None,
+    processes_per_trial: int | None,
+    mixed_precision: str | None,
     store: str | None,
     dry_run: bool,
     as_json: bool,
+    accelerate_args: tuple[str, ...],
 ) -> None:
-    """Turn SWEEP_FILE's hp_space into a W&B sweep config and register it."""
+    """Turn SWEEP_FILE's hp_space into a W&B sweep config and register it.
+
+    The trial shape (ranks per trial, mixed precision, and any ACCELERATE_ARGS
+    given after ``--``, for ``accelerate launch``) is recorded in the sweep, so
+    every node runs trials the same way.
+    """
     from wbsweep.prepare import SweepOptions, prepare_sweep
+    from wbsweep.shape import TrialShape
+    from wbsweep.slots import user_accelerate_config
+
+    if mixed_precision is None:
+        mixed_precision = str(user_accelerate_config(None).get("mixed_precision") or "no")
+    shape = TrialShape.from_options(
+        gpus_per_trial=gpus_per_trial,
+        processes_per_trial=processes_per_trial,
+        mixed_precision=mixed_precision,
+        accelerate_args=accelerate_args,
+    )
 
     options = SweepOptions(
         method=method,
@@ -131,6 +166,7 @@ def create(
         hyperband_min_iter=hyperband_min_iter,
         hyperband_eta=hyperband_eta,
         project=project,
+        shape=shape,
     )
     prepared = prepare_sweep(sweep_file, options)
     if dry_run:
@@ -158,6 +194,7 @@ def create(
         why = "logged in to W&B" if chosen == "wandb" else "no W&B login found"
         click.echo(f"Backend: {chosen} (auto: {why}).")
     click.echo(f"Created sweep {sweep_id} in {target.location}.")
+    click.echo(f"Trials: {shape.describe()}.")
     if "url" in out:
         click.echo(f"View it at {out['url']}")
     click.echo("Start agents with:")
@@ -220,8 +257,9 @@ def agent(
     Exits 0 when the sweep has nothing left for this node, 130 or 143 when
     stopped by Ctrl-C or SIGTERM, 9 when a worker gave up on failing trials.
     """
-    from wbsweep.agent import plan_slots, run_agent, visible_gpus
-    from wbsweep.slots import user_accelerate_config
+    from wbsweep.agent import run_agent, visible_gpus
+    from wbsweep.shape import sweep_shape
+    from wbsweep.slots import shaped_slots, user_accelerate_config
 
     user_config = user_accelerate_config(accelerate_config)
     if sweep_file is not None and not os.path.isfile(sweep_file):
@@ -230,18 +268,34 @@ def agent(
         raise UsageError(f"--count must be at least 1, got {count}")
     target, sweep_id = backend_for_sweep(sweep, store=store, entity=entity, project=project)
     record = target.sweep(sweep_id)
-    slots = plan_slots(
+    shape = sweep_shape(record.config.get("command"))
+    slots, overridden = shaped_slots(
+        shape,
         visible_gpus(os.environ),
         gpus_per_trial=gpus_per_trial,
         workers=workers,
         processes_per_trial=processes_per_trial,
+        what=f"sweep {sweep_id}",
     )
+    if shape.mixed_precision is not None:
+        user_config = {**user_config, "mixed_precision": shape.mixed_precision}
     click.echo(f"Sweep {sweep_id}: {record.state.lower()}, {len(slots)} worker(s) on this node.")
+    if shape.recorded:
+        click.echo(
+            f"Trials: {shape.describe()}"
+            + (f"; overridden here: {slots[0].num_processes} per trial." if overridden else ".")
+        )
     limits = DriveOptions(
         "", count, max_consecutive_failures=max_consecutive_failures, max_retries=max_retries
     )
     code = run_agent(
-        target, sweep_id, slots, limits=limits, accelerate=user_config, sweep_file=sweep_file
+        target,
+        sweep_id,
+        slots,
+        limits=limits,
+        accelerate=user_config,
+        sweep_file=sweep_file,
+        overridden=overridden,
     )
     runs = target.runs(sweep_id)
     counts = {s: sum(r.state == s for r in runs) for s in RunState}

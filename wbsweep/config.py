@@ -14,6 +14,7 @@ from copy import deepcopy
 from typing import Any
 
 from wbsweep.errors import ConfigError
+from wbsweep.shape import TrialShape
 from wbsweep.space import Space, parameter_violations, to_plain
 from wbsweep.values import one_line
 
@@ -46,22 +47,26 @@ def normalize_goal(direction: Any, *, what: str = "direction") -> str:
     return goal
 
 
-def trial_command(sweep_file: str, *, metric: str, goal: str) -> list[str]:
+def trial_command(
+    sweep_file: str, *, metric: str, goal: str, shape: TrialShape | None = None
+) -> list[str]:
     """The argv every trial runs, as ``wandb agent`` macros and literal tokens.
 
     ``${env}``, ``${interpreter}`` and ``${args_json_file}`` are filled in by
     ``wandb agent`` (or the local worker); :mod:`wbsweep.launch` then finds the
-    sweep file and this node's accelerate settings and runs ``accelerate launch``.
+    sweep file and this node's accelerate settings and runs ``accelerate launch``
+    in the trial ``shape`` (default: 1 rank), which the command records.
 
     >>> trial_command("sweep.py", metric="objective", goal="min")[2:-1]
-    ['-m', 'wbsweep.launch', 'sweep.py', '--metric', 'objective', '--goal', 'minimize']
+    ['-m', 'wbsweep.launch', 'sweep.py', '--metric', 'objective', '--goal', 'minimize', \
+'--ranks-per-trial', '1', '--on', 'any']
     """
     if not isinstance(metric, str) or not metric:
         raise ConfigError(f"metric must be a non-empty string, got {metric!r}")
     return [
         "${env}", "${interpreter}", "-m", "wbsweep.launch", os.fspath(sweep_file),
         "--metric", metric, "--goal", normalize_goal(goal, what="goal"),
-        "${args_json_file}",
+        *(shape or TrialShape()).tokens(), "${args_json_file}",
     ]  # fmt: skip
 
 
@@ -197,6 +202,7 @@ def build_sweep_config(
     early_terminate: dict | None = None,
     name: str | None = None,
     command: list[str] | None = None,
+    shape: TrialShape | None = None,
 ) -> dict:
     """The whole W&B sweep config, validated with the ``sweeps`` package's schema.
 
@@ -217,6 +223,7 @@ def build_sweep_config(
         early_terminate: A W&B ``early_terminate`` section, see :func:`hyperband`.
         name: The sweep's display name.
         command: The trial argv (tokens, never a shell string).
+        shape: The trial shape the default ``command`` records.
 
     Returns:
         A dict of plain JSON types, ready for ``wandb.sweep`` or the local store.
@@ -276,7 +283,9 @@ def build_sweep_config(
         config["early_terminate"] = terminate
     config["parameters"] = deepcopy(space.parameters)
     config["command"] = (
-        trial_command(sweep_path, metric=metric_name, goal=goal) if argv is None else _argv(argv)
+        trial_command(sweep_path, metric=metric_name, goal=goal, shape=shape)
+        if argv is None
+        else _argv(argv)
     )
     config.update(defaults)  # project, entity, description, ...: passed through
 

@@ -2,17 +2,18 @@
 then become ``accelerate launch``.
 
 A sweep's ``command`` is ``${env} ${interpreter} -m wbsweep.launch ${program}
---metric M --goal G ${args_json_file}``, so the same trial runs under
-``wbsweep agent``, under a plain ``wandb agent ID`` (as W&B's docs and most
-SLURM scripts start it) and under the local worker. This launcher:
+--metric M --goal G SHAPE ${args_json_file}`` (SHAPE: :mod:`wbsweep.shape`),
+so the same trial runs under ``wbsweep agent``, under a plain ``wandb agent ID``
+(as W&B's docs and most SLURM scripts start it) and under the local worker. This launcher:
 
 * finds the sweep file: ``WBSWEEP_SWEEP_FILE`` (``wbsweep agent --sweep-file``),
   else the sweep's ``program``, relative to the working directory as W&B's
   ``program`` is; a node without it gets one line saying where it looked;
 * finds the accelerate config: the one ``wbsweep agent`` wrote for its worker
   (``WBSWEEP_ACCELERATE_CONFIG``), else one made here from the user's default
-  accelerate config with this node's GPUs (all it sees: one rank each) or one
-  CPU rank, written beside the trial's params file;
+  accelerate config in the sweep's recorded shape (its ranks on the first GPUs
+  this node sees, else on CPU), written beside the trial's params file;
+* adds the sweep's recorded ``accelerate launch`` flags;
 * then replaces itself (same pid) with ``accelerate launch ... -m wbsweep.trial``,
   so the ranks' watch of their launcher, and their parent-death signal, hold.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from wbsweep.errors import EXIT_BAD_INPUT, UsageError, WbsweepError
+from wbsweep.shape import TrialShape, parse_shape
 from wbsweep.slots import (
     ACCELERATE_CONFIG_ENV,
     SWEEP_FILE_ENV,
@@ -61,19 +63,49 @@ def resolve_sweep_file(recorded: str, environ: Mapping[str, str], cwd: str) -> s
     return str(path)
 
 
-def node_config(environ: Mapping[str, str]) -> dict[str, object]:
-    """The accelerate config when no ``wbsweep agent`` wrote one: every GPU, or 1 CPU rank."""
+def node_config(
+    environ: Mapping[str, str], shape: TrialShape | None = None
+) -> tuple[dict[str, object], tuple[str, ...]]:
+    """The accelerate config when no ``wbsweep agent`` wrote one, and the GPUs it uses.
+
+    The sweep's recorded ``shape``: its ranks on the first GPUs this node sees,
+    else on CPU; a sweep from before shapes were recorded runs on every GPU,
+    or 1 CPU rank. The user's default accelerate config is kept.
+
+    Raises:
+        UsageError: This node cannot run the recorded shape.
+    """
+    shape = shape or TrialShape(recorded=False)
     gpus = tuple(visible_gpus(environ))
-    slot = WorkerSlot(0, gpus, len(gpus) or 1, free_port())
-    return accelerate_config(slot, user_accelerate_config(None, environ))
+    if not shape.recorded:
+        ranks = len(gpus) or 1
+    elif len(gpus) >= shape.ranks:
+        ranks, gpus = shape.ranks, gpus[: shape.ranks]
+    elif gpus or shape.gpus:
+        raise UsageError(
+            f"the sweep runs each trial on {shape.ranks} GPU(s), but this node sees "
+            f"{len(gpus)} (run wbsweep agent --gpus-per-trial/--processes-per-trial "
+            "to run it here in another shape)"
+        )
+    else:
+        ranks = shape.ranks
+    user = user_accelerate_config(None, environ)
+    if shape.mixed_precision is not None:
+        user = {**user, "mixed_precision": shape.mixed_precision}
+    return accelerate_config(WorkerSlot(0, gpus, ranks, free_port()), user), gpus
 
 
-def launch_argv(config_file: str, sweep_file: str, rest: Sequence[str]) -> list[str]:
-    """``accelerate launch`` (this install's) running ``wbsweep.trial`` on every rank."""
+def launch_argv(
+    config_file: str, sweep_file: str, rest: Sequence[str], extra: Sequence[str] = ()
+) -> list[str]:
+    """``accelerate launch`` (this install's) running ``wbsweep.trial`` on every rank.
+
+    ``extra`` are the sweep's recorded ``accelerate launch`` flags.
+    """
     beside = Path(sys.executable).parent / "accelerate"
     accelerate = str(beside) if beside.exists() else shutil.which("accelerate") or "accelerate"
     return [
-        accelerate, "launch", "--config_file", config_file,
+        accelerate, "launch", "--config_file", config_file, *extra,
         "-m", "wbsweep.trial", sweep_file, *rest,
     ]  # fmt: skip
 
@@ -87,22 +119,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(argv)
     environ = dict(os.environ)
     try:
+        shape, rest = parse_shape(options.rest)
         sweep_file = resolve_sweep_file(options.sweep_file, environ, os.getcwd())
         config_file = environ.get(ACCELERATE_CONFIG_ENV, "")
         if not Path(config_file).is_file():
-            # Plain `wandb agent`: this node's own shape, beside the params file.
-            params = Path(options.rest[-1]) if options.rest else Path(sweep_file)
+            # Plain `wandb agent`: the sweep's shape on this node, beside the params file.
+            params = Path(rest[-1]) if rest else Path(sweep_file)
             written = params.with_name(params.stem + ".accelerate.yaml")
-            config = node_config(environ)
+            config, gpus = node_config(environ, shape)
             written.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
             config_file = str(written)
             if config.get("use_cpu"):
                 os.environ["ACCELERATE_USE_CPU"] = "true"
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     except (WbsweepError, OSError) as exc:
         code = exc.exit_code if isinstance(exc, WbsweepError) else EXIT_BAD_INPUT
         print(f"wbsweep.launch: error: {exc}", file=sys.stderr, flush=True)
         return code
-    command = launch_argv(config_file, sweep_file, options.rest)
+    command = launch_argv(config_file, sweep_file, rest, shape.accelerate_args)
     sys.stdout.flush()
     os.execv(command[0], command)
     return 0  # not reached: execv replaces this process

@@ -13,6 +13,7 @@ from typing import Any
 
 from wbsweep import config as sweep_config
 from wbsweep import space
+from wbsweep.shape import TrialShape
 from wbsweep.sweepfile import load_sweep_file
 
 
@@ -36,6 +37,8 @@ class SweepOptions:
     name: str | None = None
     #: The W&B project, chosen explicitly (see :func:`wbsweep.wandb_run.resolve_project`).
     project: str | None = None
+    #: How every trial runs (ranks, mixed precision, accelerate flags); recorded in the command.
+    shape: TrialShape | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def build_config(
 
     ``command`` replaces the trial command (the plugin's trials run in-process).
     """
-    chosen = {k: v for k, v in asdict(options).items() if v is not None}
+    chosen = {k: v for k, v in asdict(options).items() if v is not None and k != "shape"}
     merged: dict[str, Any] = {**(defaults or {}), **chosen}
     early_terminate = merged.get("early_terminate")
     if "hyperband_min_iter" in merged:
@@ -86,4 +89,5 @@ def build_config(
         early_terminate=early_terminate,
         name=merged.get("name"),
         command=command,
+        shape=options.shape,
     )

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from wbsweep.errors import UsageError
+from wbsweep.shape import TrialShape
 
 __all__ = [
     "ACCELERATE_CONFIG_ENV",
@@ -29,6 +30,7 @@ __all__ = [
     "default_accelerate_config_file",
     "free_port",
     "plan_slots",
+    "shaped_slots",
     "threads_per_rank",
     "user_accelerate_config",
     "visible_gpus",
@@ -118,6 +120,56 @@ def plan_slots(
     if gpus_per_trial is not None:
         raise UsageError("--gpus-per-trial given, but this node sees no GPU")
     return [WorkerSlot(i, (), processes_per_trial or 1, next_port()) for i in range(workers or 1)]
+
+
+def shaped_slots(
+    shape: TrialShape,
+    gpus: Sequence[str],
+    *,
+    gpus_per_trial: int | None = None,
+    processes_per_trial: int | None = None,
+    workers: int | None = None,
+    what: str = "the sweep",
+) -> tuple[list[WorkerSlot], bool]:
+    """This node's slots for a sweep's recorded ``shape``, and whether they override it.
+
+    ``--gpus-per-trial``/``--processes-per-trial`` given on the agent are an
+    explicit override; without them a node that cannot run the recorded shape
+    (too few GPUs, or none for a GPU sweep) is refused.
+
+    >>> slots, overridden = shaped_slots(TrialShape(2), ["0", "1", "2", "3"])
+    >>> [s.gpus for s in slots], overridden
+    ([('0', '1'), ('2', '3')], False)
+    >>> [s.num_processes for s in shaped_slots(TrialShape(2), [], processes_per_trial=1)[0]]
+    [1]
+    """
+    explicit = gpus_per_trial is not None or processes_per_trial is not None
+    if not explicit and shape.recorded:
+        if gpus and shape.ranks > len(gpus):
+            raise UsageError(
+                f"{what} runs each trial on {shape.ranks} GPUs, but this node sees "
+                f"{len(gpus)}: give --gpus-per-trial N to run it here in another shape "
+                "(each run records it)"
+            )
+        if not gpus and shape.gpus:
+            raise UsageError(
+                f"{what} runs each trial on {shape.ranks} GPU(s), but this node sees none: "
+                "give --processes-per-trial N to run it on CPU here (each run records it)"
+            )
+        if gpus:
+            gpus_per_trial = shape.ranks
+        else:
+            processes_per_trial = shape.ranks
+    slots = plan_slots(
+        gpus,
+        gpus_per_trial=gpus_per_trial,
+        workers=workers,
+        processes_per_trial=processes_per_trial,
+    )
+    overridden = shape.recorded and (
+        slots[0].num_processes != shape.ranks or (shape.gpus and not gpus)
+    )
+    return slots, overridden
 
 
 def free_port() -> int:

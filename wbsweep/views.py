@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wbsweep.backends.base import RunRecord, SweepRecord
+from wbsweep.shape import sweep_shape
 
 __all__ = ["failure_logs", "runs_table", "status_json", "status_line"]
 
@@ -31,8 +32,16 @@ def status_json(
         "state": sweep.state,
         "metric": {"name": sweep.metric_name, "goal": sweep.goal},
         "run_cap": sweep.run_cap,
+        "trial_shape": _shape_json(sweep),
         "runs": [{**dataclasses.asdict(run), "log": logs.get(run.id)} for run in runs],
     }
+
+
+def _shape_json(sweep: SweepRecord) -> dict[str, Any] | None:
+    shape = sweep_shape(sweep.config.get("command"))
+    if not shape.recorded:
+        return None
+    return {**dataclasses.asdict(shape), "accelerate_args": list(shape.accelerate_args)}
 
 
 def failure_logs(runs: Sequence[RunRecord], logs: Mapping[str, str]) -> list[str]:
@@ -42,11 +51,12 @@ def failure_logs(runs: Sequence[RunRecord], logs: Mapping[str, str]) -> list[str
 
 
 def status_line(sweep: SweepRecord, runs: Sequence[RunRecord]) -> str:
-    """``Sweep ID: running, 3/8 runs, minimize loss``."""
+    """``Sweep ID: running, 3/8 runs, minimize loss; 2 GPUs per trial, bf16``."""
     cap = f"/{sweep.run_cap}" if sweep.run_cap else ""
+    shape = sweep_shape(sweep.config.get("command"))
     return (
         f"Sweep {sweep.id}: {sweep.state.lower()}, {len(runs)}{cap} runs, "
-        f"{sweep.goal} {sweep.metric_name}"
+        f"{sweep.goal} {sweep.metric_name}" + (f"; {shape.describe()}" if shape.recorded else "")
     )
 
 

@@ -49,18 +49,20 @@ def test_plain_wandb_agent_on_another_clone_runs_the_trial_with_the_users_accele
     repo, node = clone(tmp_path, "repo"), clone(tmp_path, "node")
     created = in_dir(
         repo, "create", SWEEP_FILE, "--backend", "wandb", "--project", "proj", "--json",
-        "--n-trials", "1",
+        "--n-trials", "1", "--mixed-precision", "bf16",
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     path = json.loads(created.stdout)["sweep_id"]
     sweep = wandb_double.sweep(path.split("/")[-1])
     assert sweep["config"]["program"] == SWEEP_FILE  # relative, as W&B's program is
 
-    # The node's own `accelerate config` (bf16), where accelerate keeps its default.
+    # The node's own `accelerate config`, where accelerate keeps its default.
     hf_home = tmp_path / "hf"
     (hf_home / "accelerate").mkdir(parents=True)
     (hf_home / "accelerate" / "default_config.yaml").write_text(
-        yaml.safe_dump({"compute_environment": "LOCAL_MACHINE", "mixed_precision": "bf16"})
+        yaml.safe_dump(
+            {"compute_environment": "LOCAL_MACHINE", "mixed_precision": "no", "debug": True}
+        )
     )
     record = tmp_path / "records"
     record.mkdir()
@@ -85,7 +87,9 @@ def test_plain_wandb_agent_on_another_clone_runs_the_trial_with_the_users_accele
     assert run["state"] == "finished", agent.stdout + agent.stderr
     assert isinstance(run["summary"].get("objective"), float)
     (begin,) = [r for r in rank_records(record) if r["event"] == "train_begin"]
-    assert begin["mixed_precision"] == "bf16"  # the user's setting, seen inside the trial
+    # Seen inside the trial: the sweep's recorded precision, over the node's "no"...
+    assert begin["mixed_precision"] == "bf16"
+    assert begin["accelerate_debug"] == "true"  # ...and the node's other settings kept
     assert begin["cwd"] == str(node)  # the node's clone, not the one the sweep came from
     assert (node / "outputs" / "record_ranks" / f"run-{run['id']}").is_dir()
 

@@ -102,6 +102,7 @@ def trainer_kwargs() -> dict[str, Any]:
                 hidden_dropout_prob=getattr(config, "hidden_dropout_prob", None),
                 mixed_precision=str(AcceleratorState().mixed_precision),
                 torch_threads=torch.get_num_threads(),
+                accelerate_debug=os.environ.get("ACCELERATE_DEBUG_MODE"),
                 cwd=os.getcwd(),
             )
 

@@ -12,6 +12,7 @@ import yaml
 import sweeps
 from wbsweep.config import build_sweep_config, hyperband, normalize_goal, trial_command
 from wbsweep.errors import ConfigError
+from wbsweep.shape import TrialShape, sweep_shape
 from wbsweep.space import Space, translate
 
 PARAMS = {
@@ -43,7 +44,8 @@ def test_defaults():
 
 
 def test_trial_command_tokens_exact():
-    assert trial_command("sweeps/s.py", metric="eval_loss", goal="max") == [
+    shape = TrialShape(2, True, "bf16", ("--dynamo_backend", "inductor"))
+    assert trial_command("sweeps/s.py", metric="eval_loss", goal="max", shape=shape) == [
         "${env}",
         "${interpreter}",
         "-m",
@@ -53,8 +55,18 @@ def test_trial_command_tokens_exact():
         "eval_loss",
         "--goal",
         "maximize",
+        "--ranks-per-trial",
+        "2",
+        "--on",
+        "gpu",
+        "--mixed-precision",
+        "bf16",
+        "--accelerate-arg=--dynamo_backend",
+        "--accelerate-arg=inductor",
         "${args_json_file}",
     ]
+    # Every node reads the same shape back from the recorded command.
+    assert sweep_shape(trial_command("s.py", metric="m", goal="min", shape=shape)) == shape
 
 
 def test_default_command_records_the_sweep_file_relative_to_here_and_the_final_metric():
@@ -73,7 +85,7 @@ def test_default_command_records_the_sweep_file_relative_to_here_and_the_final_m
 def test_direction_mapping(direction, goal):
     config = build_sweep_config(SPACE, sweep_file=SWEEP_FILE, direction=direction)
     assert config["metric"] == {"name": "objective", "goal": goal}
-    assert config["command"][-2] == goal
+    assert config["command"][-6] == goal
 
 
 def test_enum_direction():
@@ -106,7 +118,7 @@ def test_precedence_kwargs_over_sweep_defaults_over_defaults():
     assert from_defaults["name"] == "from-file"
     assert from_defaults["project"] == "proj"
     assert from_defaults["early_terminate"] == {"type": "hyperband", "min_iter": 2}
-    assert from_defaults["command"][-4:-1] == ["eval_loss", "--goal", "maximize"]
+    assert from_defaults["command"][-8:-5] == ["eval_loss", "--goal", "maximize"]
 
     explicit = build_sweep_config(
         space,
@@ -123,7 +135,7 @@ def test_precedence_kwargs_over_sweep_defaults_over_defaults():
     assert explicit["run_cap"] == 9
     assert explicit["name"] == "from-cli"
     assert explicit["early_terminate"] == {"type": "hyperband", "min_iter": 3, "eta": 2}
-    assert explicit["command"][-4:-1] == ["objective", "--goal", "minimize"]
+    assert explicit["command"][-8:-5] == ["objective", "--goal", "minimize"]
     assert space.sweep_defaults["method"] == "bayes"  # the space is not changed
 
 
