@@ -248,13 +248,15 @@ def run_agent(
     accelerate: Mapping[str, Any] | None = None,
     sweep_file: str | None = None,
     overridden: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> int:
     """Run this node's workers for ``sweep_id`` until the sweep has nothing left.
 
     ``limits`` (failures in a row, retries) reach each worker through its
     environment; ``accelerate`` is the user's accelerate config, kept in each
     worker's; ``sweep_file`` replaces the sweep's own path on this node;
-    ``overridden`` says the slots are not the sweep's recorded shape (each run records it).
+    ``overridden`` says the slots are not the sweep's recorded shape (each run records it);
+    ``env`` is more environment for every worker.
     """
     limits = limits or DriveOptions("", max_consecutive_failures=DEFAULT_MAX_FAILURES)
     extra_env = limits.env()
@@ -265,6 +267,7 @@ def run_agent(
         extra_env[SWEEP_FILE_ENV] = os.path.abspath(sweep_file)
     if overridden:
         extra_env[OVERRIDE_ENV] = "1"
+    extra_env.update(env or {})
     return Agent(
         lambda slot: worker_argv(backend, sweep_id, slot, limits.count),
         slots,

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from wbsweep import __version__, views
+from wbsweep._cli_options import store_option
 from wbsweep.backends import (
     BACKEND_ENV,
     BACKENDS,
@@ -23,7 +24,6 @@ from wbsweep.backends import (
     choose_backend,
     open_backend,
 )
-from wbsweep.backends.base import DEFAULT_MAX_FAILURES, DEFAULT_MAX_RETRIES, DriveOptions
 from wbsweep.errors import (
     DEBUG_ENV,
     EXIT_FAILED,
@@ -33,14 +33,7 @@ from wbsweep.errors import (
     debug_enabled,
 )
 from wbsweep.shape import MIXED_PRECISION
-from wbsweep.states import RunState, SweepState
-
-store_option = click.option(
-    "--store",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Local store file [default: $WBSWEEP_STORE or .wbsweep/store.db].",
-)
+from wbsweep.states import SweepState
 
 
 class _Group(click.Group):
@@ -201,110 +194,6 @@ def create(
     click.echo(f"  {shlex.join(agent_argv)}")
 
 
-def _count_option(name: str, low: int, default: int, text: str) -> Any:
-    return click.option(
-        name, type=click.IntRange(min=low), default=default, show_default=True, help=text
-    )
-
-
-@main.command()
-@click.argument("sweep")
-@click.option("--workers", type=int, default=None, help="Workers on this node (CPU: default 1).")
-@click.option(
-    "--processes-per-trial", type=int, default=None, help="CPU ranks per trial [default: 1]."
-)
-@click.option("--gpus-per-trial", type=int, default=None, help="GPUs (ranks) per trial.")
-@_count_option(
-    "--max-consecutive-failures",
-    1,
-    DEFAULT_MAX_FAILURES,
-    "A worker gives up after this many trials failed in a row.",
-)
-@_count_option("--max-retries", 0, DEFAULT_MAX_RETRIES, "Reruns of a crashed run's params.")
-@click.option(
-    "--accelerate-config",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Your accelerate config (mixed precision, FSDP, DeepSpeed...) "
-    "[default: accelerate's default config, when there is one].",
-)
-@click.option(
-    "--sweep-file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="The sweep file on this node [default: the sweep's, relative to here].",
-)
-@click.option("--count", type=int, default=None, help="The most trials each worker runs.")
-@click.option("-p", "--project", default=None, help="W&B project of a bare sweep id.")
-@click.option("-e", "--entity", default=None, help="W&B entity of a bare sweep id.")
-@store_option
-def agent(
-    sweep: str,
-    workers: int | None,
-    processes_per_trial: int | None,
-    gpus_per_trial: int | None,
-    max_consecutive_failures: int,
-    max_retries: int,
-    accelerate_config: str | None,
-    sweep_file: str | None,
-    count: int | None,
-    project: str | None,
-    entity: str | None,
-    store: str | None,
-) -> None:
-    """Run trials of SWEEP on this node until the sweep is done.
-
-    Exits 0 when the sweep has nothing left for this node, 130 or 143 when
-    stopped by Ctrl-C or SIGTERM, 9 when a worker gave up on failing trials.
-    """
-    from wbsweep.agent import run_agent, visible_gpus
-    from wbsweep.shape import sweep_shape
-    from wbsweep.slots import shaped_slots, user_accelerate_config
-
-    user_config = user_accelerate_config(accelerate_config)
-    if sweep_file is not None and not os.path.isfile(sweep_file):
-        raise UsageError(f"--sweep-file {sweep_file!r} not found")
-    if count is not None and count < 1:
-        raise UsageError(f"--count must be at least 1, got {count}")
-    target, sweep_id = backend_for_sweep(sweep, store=store, entity=entity, project=project)
-    record = target.sweep(sweep_id)
-    shape = sweep_shape(record.config.get("command"))
-    slots, overridden = shaped_slots(
-        shape,
-        visible_gpus(os.environ),
-        gpus_per_trial=gpus_per_trial,
-        workers=workers,
-        processes_per_trial=processes_per_trial,
-        what=f"sweep {sweep_id}",
-    )
-    if shape.mixed_precision is not None:
-        user_config = {**user_config, "mixed_precision": shape.mixed_precision}
-    click.echo(f"Sweep {sweep_id}: {record.state.lower()}, {len(slots)} worker(s) on this node.")
-    if shape.recorded:
-        click.echo(
-            f"Trials: {shape.describe()}"
-            + (f"; overridden here: {slots[0].num_processes} per trial." if overridden else ".")
-        )
-    limits = DriveOptions(
-        "", count, max_consecutive_failures=max_consecutive_failures, max_retries=max_retries
-    )
-    code = run_agent(
-        target,
-        sweep_id,
-        slots,
-        limits=limits,
-        accelerate=user_config,
-        sweep_file=sweep_file,
-        overridden=overridden,
-    )
-    runs = target.runs(sweep_id)
-    counts = {s: sum(r.state == s for r in runs) for s in RunState}
-    shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    state = target.sweep(sweep_id).state.lower()
-    click.echo(f"Sweep {sweep_id}: {state}; runs: {shown or 'none'}.")
-    sys.exit(code)
-
-
 @main.command()
 @click.argument("sweep")
 @store_option
@@ -415,3 +304,9 @@ def _yaml(config: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     main()
+
+
+# Registered last: the agent command lives in its own module.
+from wbsweep.cli_agent import agent  # noqa: E402
+
+main.add_command(agent)

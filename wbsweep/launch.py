@@ -14,6 +14,8 @@ so the same trial runs under ``wbsweep agent``, under a plain ``wandb agent ID``
   accelerate config in the sweep's recorded shape (its ranks on the first GPUs
   this node sees, else on CPU), written beside the trial's params file;
 * adds the sweep's recorded ``accelerate launch`` flags;
+* with ``wbsweep agent --nodes``: sets this node's part of the group
+  (:mod:`wbsweep.nodes`), and on node 0 publishes the run to the other nodes;
 * then replaces itself (same pid) with ``accelerate launch ... -m wbsweep.trial``,
   so the ranks' watch of their launcher, and their parent-death signal, hold.
 """
@@ -26,10 +28,12 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from wbsweep.errors import EXIT_BAD_INPUT, UsageError, WbsweepError
+from wbsweep.nodes import TRIAL_ENV, NodeGroup, publish_trial
 from wbsweep.shape import TrialShape, parse_shape
 from wbsweep.slots import (
     ACCELERATE_CONFIG_ENV,
@@ -121,18 +125,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         shape, rest = parse_shape(options.rest)
         sweep_file = resolve_sweep_file(options.sweep_file, environ, os.getcwd())
-        config_file = environ.get(ACCELERATE_CONFIG_ENV, "")
+        config_file, group = environ.get(ACCELERATE_CONFIG_ENV, ""), NodeGroup.from_env(environ)
+        config: dict[str, Any] | None = None
         if not Path(config_file).is_file():
-            # Plain `wandb agent`: the sweep's shape on this node, beside the params file.
-            params = Path(rest[-1]) if rest else Path(sweep_file)
-            written = params.with_name(params.stem + ".accelerate.yaml")
+            # Plain `wandb agent`: the sweep's shape on this node.
             config, gpus = node_config(environ, shape)
-            written.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-            config_file = str(written)
             if config.get("use_cpu"):
                 os.environ["ACCELERATE_USE_CPU"] = "true"
             else:
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        if group is not None:
+            # One trial across nodes: this node's part, in the group's process group.
+            if config is None:
+                config = dict(yaml.safe_load(Path(config_file).read_text(encoding="utf-8")))
+            config = group.machine_settings(config)
+            if group.rank == 0 and TRIAL_ENV not in environ:
+                number = publish_trial(group, options.sweep_file, options.rest[:-1], rest[-1])
+                os.environ[TRIAL_ENV] = str(number)
+        if config is not None:
+            params = Path(rest[-1]) if rest else Path(sweep_file)
+            written = params.with_name(params.stem + ".accelerate.yaml")
+            written.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+            config_file = str(written)
     except (WbsweepError, OSError) as exc:
         code = exc.exit_code if isinstance(exc, WbsweepError) else EXIT_BAD_INPUT
         print(f"wbsweep.launch: error: {exc}", file=sys.stderr, flush=True)

@@ -42,6 +42,7 @@ from wbsweep.errors import (
     debug_enabled,
 )
 from wbsweep.lifecycle import GOALS, rank, run_trial
+from wbsweep.nodes import TRIAL_ENV, NodeGroup, first_failure, record_end, watch_peers
 from wbsweep.sweepfile import describe_error, load_sweep_file
 
 __all__ = ["main", "read_params"]
@@ -160,7 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The last error line this rank said (what another node's ranks report as the reason).
+_LAST_ERROR: list[str | None] = [None]
+
+
 def _fail(message: str, *, all_ranks: bool = True) -> None:
+    _LAST_ERROR[0] = message
     # Other ranks speak too: when rank 1 fails first, the launcher SIGTERMs
     # rank 0 before it reaches the same error, and rank 1's line is the reason.
     if rank() == 0:
@@ -174,6 +180,22 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     watch_launcher()
     procs.raise_on_sigterm()
+    group, number = NodeGroup.from_env(), int(os.environ.get(TRIAL_ENV, "0") or 0)
+    if group is None or not number:
+        return _main(argv)
+    # One trial across nodes: leave when another node's part ends badly; say how ours ended.
+    watch_peers(group, number)
+    code = _main(argv)
+    if code or os.environ.get("LOCAL_RANK", "0") in ("", "0"):
+        first = record_end(group, number, code, _LAST_ERROR[0])
+        if code not in (0, EXIT_TERMINATED) and not first:
+            cause = first_failure(group, number)
+            if cause:
+                _fail(cause)  # why the trial failed, not the lost connection seen here
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     options = _parser().parse_args(argv)
     debug = debug_enabled()
     sweep_path = os.path.abspath(options.sweep_file)

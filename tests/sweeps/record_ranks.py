@@ -10,6 +10,8 @@ Environment knobs:
 * ``WBSWEEP_TEST_RECORD_DIR``: where to write (nothing is written without it).
 * ``WBSWEEP_TEST_FAIL_IF=name=value``: ``model_init`` raises when the trial's
   param ``name`` equals ``value`` (compared as JSON or as text).
+* ``WBSWEEP_TEST_FAIL_ONCE=path``: ``model_init`` raises once, when ``path`` does not
+  exist yet (it is made then).
 * ``WBSWEEP_TEST_SLEEP``: seconds to sleep after each step (so a test can stop a
   running trial), until a file named by ``WBSWEEP_TEST_SLEEP_UNLESS`` exists.
 
@@ -67,11 +69,21 @@ def _fails(params: dict[str, Any]) -> bool:
         return str(value) == wanted
 
 
+def _fails_once() -> bool:
+    mark = os.environ.get("WBSWEEP_TEST_FAIL_ONCE")
+    if not mark or os.path.exists(mark):
+        return False
+    Path(mark).touch()
+    return True
+
+
 def model_init(trial: dict[str, Any] | None) -> Any:
     params = dict(trial or {})
     _record("model_init", params=params)
     if _fails(params):
         raise ValueError(f"model_init refuses {os.environ['WBSWEEP_TEST_FAIL_IF']}")
+    if _fails_once():
+        raise ValueError("model_init fails once, as asked")
     return tiny.model_init(params)
 
 

@@ -1,0 +1,61 @@
+"""One trial across two nodes: two real `wbsweep agent`s on this machine, over loopback.
+
+Node 0 takes each run from the local store; node 1 joins it. Each node runs
+1 rank on CPU under its own real `accelerate launch`, and the two ranks form
+one gloo process group of world size 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import TEST_SWEEPS, create, rank_records, start_agent, status
+
+from wbsweep.slots import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_nodes_train_each_trial_together_and_a_failing_node_ends_it_on_both(
+    tmp_path: Path,
+) -> None:
+    sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "2")
+    record = tmp_path / "records"
+    record.mkdir()
+    group = ["--nodes", "2", "--main-host", "127.0.0.1", "--main-port", str(free_port())]
+    cpu = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    # Node 1's first part of a trial fails (model_init raises there only).
+    follower = start_agent(
+        sweep_id, record, *group, "--node-rank", "1",
+        WBSWEEP_TEST_FAIL_ONCE=str(tmp_path / "failed-once"), **cpu,
+    )  # fmt: skip
+    leader = start_agent(sweep_id, record, *group, "--node-rank", "0", **cpu)
+    try:
+        leader_out, _ = leader.communicate(timeout=240)
+        follower_out, _ = follower.communicate(timeout=60)
+    finally:
+        for proc in (leader, follower):
+            if proc.poll() is None:
+                proc.kill()
+    assert leader.returncode == 0, leader_out
+    assert follower.returncode == 0, follower_out
+    assert "joining trial 1" in follower_out and "joining trial 2" in follower_out
+
+    failed, finished = status(sweep_id)["runs"]
+    # The failing node ended the trial on both, and node 0 says why: node 1's own error.
+    assert failed["state"] == "failed"
+    assert failed["reason"].startswith("node 1: ValueError: model_init fails once, as asked")
+    # Then both nodes took the next run together: one process group, the same params.
+    assert finished["state"] == "finished" and finished["objective"] is not None
+    began = [
+        r
+        for r in rank_records(record)
+        if r["event"] == "train_begin" and r["output_dir"].endswith(f"run-{finished['id']}")
+    ]
+    assert sorted((r["process_index"], r["world_size"]) for r in began) == [(0, 2), (1, 2)]
+    assert {r["learning_rate"] for r in began} == {finished["params"]["learning_rate"]}
+    assert {r["per_device_train_batch_size"] for r in began} == {
+        finished["params"]["per_device_train_batch_size"]
+    }
+    assert len({r["pid"] for r in began}) == 2
