@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from wbsweep.backends._wandb_records import RAN_AS_KEY
 from wbsweep.backends.base import Reporter
 from wbsweep.errors import (
     EXIT_FAILED,
@@ -37,6 +38,7 @@ from wbsweep.errors import (
 )
 from wbsweep.params import apply_params
 from wbsweep.procs import PREEMPTION, Terminated, node_preempting
+from wbsweep.shape import ran_as
 from wbsweep.sweepfile import SweepFile
 from wbsweep.training import (
     EarlyStop,
@@ -153,7 +155,7 @@ def run_trial(
     if main and wandb is not None:
         settings = dataclasses.replace(wandb, sweep_project=wandb.sweep_project or setup.project)
         # Params last: a sweep run's config must hold the sweep's own values.
-        config = {**args.to_sanitized_dict(), **params}
+        config = {**args.to_sanitized_dict(), RAN_AS_KEY: ran_as(), **params}
         run = TrialRun.open(settings, run_id=run_id, config=config, metric=metric, goal=goal)
     if ready is not None:
         ready()
@@ -171,7 +173,8 @@ def run_trial(
     ending = ending_callback(PREEMPTION, early_stop, stop_poll.step if stop_poll else None)
     callbacks = [evaluations, ending]
     if reporting is not None:
-        callbacks.append(first_step_callback(functools.partial(reporting.record_started, run_id)))
+        started = functools.partial(reporting.record_started, run_id, ran_as())
+        callbacks.append(first_step_callback(started))
 
     exit_code, trainer, objective = EXIT_FAILED, None, None
     try:

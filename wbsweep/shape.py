@@ -14,8 +14,10 @@ launcher a plain ``wandb agent`` runs. The tokens sit between the sweep file and
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from wbsweep.errors import UsageError
 
@@ -25,6 +27,7 @@ __all__ = [
     "OWNED_FLAGS",
     "TrialShape",
     "parse_shape",
+    "ran_as",
     "sweep_shape",
 ]
 
@@ -126,6 +129,24 @@ class TrialShape:
         if ranks < 1:
             raise UsageError(f"{name} must be at least 1, got {ranks}")
         return cls(ranks, gpus_per_trial is not None, mixed_precision, tuple(accelerate_args))
+
+
+def ran_as(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """How this trial runs, as its run records it: ranks, mixed precision, nodes, and whether
+    an agent's explicit flags overrode the sweep's shape.
+
+    >>> ran_as({"WORLD_SIZE": "2", "ACCELERATE_MIXED_PRECISION": "bf16", OVERRIDE_ENV: "1"})
+    {'ranks': 2, 'mixed_precision': 'bf16', 'override': True}
+    """
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {
+        "ranks": int(env.get("WORLD_SIZE", "1") or 1),
+        "mixed_precision": env.get("ACCELERATE_MIXED_PRECISION", "no") or "no",
+        "override": env.get(OVERRIDE_ENV) == "1",
+    }
+    if int(env.get("WBSWEEP_NODES", "1") or 1) > 1:
+        out["nodes"] = int(env["WBSWEEP_NODES"])
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ Pure functions over records; the CLI prints what they return.
 >>> from wbsweep.backends.base import RunRecord, RunState
 >>> print(runs_table([RunRecord("a1", "s", RunState.FINISHED, {"lr": 0.001}, objective=0.5)],
 ...                  "loss"))
-run  state     loss  params    started  seconds  note
+run  state     loss  params    ranks  started  seconds  note
 a1   finished  0.5   lr=0.001
 """
 
@@ -62,7 +62,7 @@ def status_line(sweep: SweepRecord, runs: Sequence[RunRecord]) -> str:
 
 def runs_table(runs: Sequence[RunRecord], metric: str) -> str:
     """One line per run: id, state, objective, params, claim time, seconds, rerun or reason."""
-    header = ["run", "state", metric, "params", "started", "seconds", "note"]
+    header = ["run", "state", metric, "params", "ranks", "started", "seconds", "note"]
     rows = [header]
     for run in runs:
         took = run.finished_at - run.claimed_at if run.finished_at and run.claimed_at else None
@@ -72,6 +72,7 @@ def runs_table(runs: Sequence[RunRecord], metric: str) -> str:
                 str(run.state),
                 f"{run.objective:.6g}" if run.objective is not None else "",
                 " ".join(f"{k}={_short(v)}" for k, v in run.params.items()),
+                _ranks(run.ran_as),
                 _clock(run.claimed_at),
                 f"{took:.0f}" if took is not None else "",
                 _note(run),
@@ -87,12 +88,25 @@ def runs_table(runs: Sequence[RunRecord], metric: str) -> str:
 def _note(run: RunRecord, width: int = 60) -> str:
     """A rerun names the run it reruns; a failed run says why (``--json`` has it whole)."""
     parts = [f"rerun of {run.retry_of}"] if run.retry_of else []
+    if run.ran_as.get("override"):
+        parts.append("shape overridden by its agent")
     if run.requeues:
         parts.append(f"requeued after {run.requeues} crash{'es' if run.requeues > 1 else ''}")
     if run.reason:
         reason = run.reason if len(run.reason) <= width else run.reason[: width - 3] + "..."
         parts.append(reason)
     return "; ".join(parts)
+
+
+def _ranks(ran_as: Mapping[str, Any]) -> str:
+    """``2``, ``2 bf16`` or ``4 on 2 nodes``: how the trial ran, where it said so."""
+    if not ran_as:
+        return ""
+    text = str(ran_as.get("ranks", ""))
+    if ran_as.get("nodes"):
+        text += f" on {ran_as['nodes']} nodes"
+    precision = ran_as.get("mixed_precision")
+    return text + (f" {precision}" if precision and precision != "no" else "")
 
 
 def _short(value: Any) -> str:

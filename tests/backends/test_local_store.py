@@ -156,7 +156,7 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     assert store.claim_next("oldsweep", "w2") is not None  # the engine takes the old runs
 
     with sqlite3.connect(path) as check:
-        assert [row[0] for row in check.execute("SELECT id FROM migrations")] == [1, 2, 3]
+        assert [row[0] for row in check.execute("SELECT id FROM migrations")] == [1, 2, 3, 4]
         assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # Opening it again migrates nothing more.
     assert len(LocalBackend(path).runs("oldsweep")) == 3

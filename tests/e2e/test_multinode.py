@@ -48,6 +48,12 @@ def test_two_nodes_train_each_trial_together_and_a_failing_node_ends_it_on_both(
     assert failed["reason"].startswith("node 1: ValueError: model_init fails once, as asked")
     # Then both nodes took the next run together: one process group, the same params.
     assert finished["state"] == "finished" and finished["objective"] is not None
+    assert finished["ran_as"] == {
+        "ranks": 2,
+        "mixed_precision": "no",
+        "override": False,
+        "nodes": 2,
+    }
     began = [
         r
         for r in rank_records(record)

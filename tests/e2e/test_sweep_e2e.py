@@ -30,16 +30,13 @@ pytestmark = pytest.mark.slow
 def test_two_rank_trials_train_alike_and_best_picks_the_best(tmp_path: Path) -> None:
     record = tmp_path / "records"
     record.mkdir()
-    sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--method", "random", "--n-trials", "3")
+    sweep_id = create(
+        TEST_SWEEPS / "record_ranks.py", "--method", "random", "--n-trials", "3",
+        "--processes-per-trial", "2",
+    )  # fmt: skip
+    # No shape flag on the agent: it runs the shape the sweep recorded.
     result = wbsweep(
-        "agent",
-        sweep_id,
-        "--workers",
-        "2",
-        "--processes-per-trial",
-        "2",
-        WBSWEEP_TEST_RECORD_DIR=str(record),
-        timeout=600,
+        "agent", sweep_id, "--workers", "2", WBSWEEP_TEST_RECORD_DIR=str(record), timeout=600
     )
     assert result.returncode == 0, result.stdout + result.stderr
     swept = status(sweep_id)
@@ -51,6 +48,7 @@ def test_two_rank_trials_train_alike_and_best_picks_the_best(tmp_path: Path) -> 
         assert run["objective"] == pytest.approx(run["metrics"]["eval_loss"])
         assert run["claimed_at"] <= run["started_at"] <= run["finished_at"]
         assert Path("outputs/record_ranks", f"run-{run['id']}").is_dir()
+        assert run["ran_as"] == {"ranks": 2, "mixed_precision": "no", "override": False}
 
     # Both ranks of every trial trained with that run's params and nothing else.
     begins = [r for r in rank_records(record) if r["event"] == "train_begin"]

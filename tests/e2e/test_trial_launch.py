@@ -172,7 +172,7 @@ def test_run_trial_runs_again_in_the_same_process(
     reports: list[tuple[str, Any]] = []
 
     class Recorder:  # a Reporter (wbsweep.backends.base)
-        def record_started(self, run_id: str) -> None:
+        def record_started(self, run_id: str, ran_as: dict[str, Any] | None = None) -> None:
             reports.append(("started", run_id))
 
         def record_history(self, run_id: str, step: int, metrics: dict[str, float]) -> None:

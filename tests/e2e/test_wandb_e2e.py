@@ -95,6 +95,10 @@ def test_sweep_on_wandb_two_agents_two_ranks_and_best(
     }  # fmt: skip
     status = json.loads(wbsweep("status", path, "--json").stdout)
     assert [r["state"] for r in status["runs"]] == ["finished"] * 3
+    # The sweep records 1 rank per trial; this agent's explicit flag ran 2, and each run says so.
+    assert status["trial_shape"]["ranks"] == 1
+    for run in status["runs"]:
+        assert run["ran_as"] == {"ranks": 2, "mixed_precision": "no", "override": True}
     assert_key_never_written(wandb_double.api_key, tmp_path, result.stdout, result.stderr)
 
 

@@ -71,4 +71,5 @@ def run_record(row: sqlite3.Row) -> RunRecord:
         heartbeat_at=row["heartbeat_at"],
         retry_of=row["retry_of"],
         reason=row["reason"],
+        ran_as=json.loads(row["ran_as"]) if row["ran_as"] else {},
     )

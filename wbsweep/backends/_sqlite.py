@@ -85,8 +85,13 @@ def _migration_3(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN reason TEXT")
 
 
+def _migration_4(db: sqlite3.Connection) -> None:
+    """How each trial ran (ranks, mixed precision, an agent's override), as JSON."""
+    db.execute("ALTER TABLE runs ADD COLUMN ran_as TEXT")
+
+
 #: Ordered; migration ``n`` is ``MIGRATIONS[n - 1]``. Append, never edit or reorder.
-MIGRATIONS: list[Migration] = [_migration_1, _migration_2, _migration_3]
+MIGRATIONS: list[Migration] = [_migration_1, _migration_2, _migration_3, _migration_4]
 
 
 class SqliteFile:

@@ -16,10 +16,12 @@ from typing import Any
 
 from wbsweep.backends.base import RunRecord, RunState, SweepRecord, SweepState
 
-__all__ = ["REQUEUES_KEY", "run_record", "summary_number", "sweep_state"]
+__all__ = ["RAN_AS_KEY", "REQUEUES_KEY", "run_record", "summary_number", "sweep_state"]
 
 #: The summary key that counts how often a crashed run was handed out again.
 REQUEUES_KEY = "wbsweep/requeues"
+#: The run's config key for how its trial ran (:func:`wbsweep.shape.ran_as`).
+RAN_AS_KEY = "wbsweep/ran_as"
 
 # W&B run states in wbsweep's words (W&B calls a stopped run "killed").
 _RUN_STATES = {
@@ -75,6 +77,7 @@ def run_record(run: Any, sweep: SweepRecord) -> RunRecord:
         finished_at=heartbeat if state.terminal else None,
         heartbeat_at=heartbeat,
         requeues=_count(summary.get(REQUEUES_KEY)),
+        ran_as=dict(dict(run.config).get(RAN_AS_KEY) or {}),
     )
 
 

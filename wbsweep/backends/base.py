@@ -143,8 +143,11 @@ class RunQueue(abc.ABC):
         """The run's worker is alive now (``RunRecord.heartbeat_at``)."""
 
     @abc.abstractmethod
-    def record_started(self, run_id: str) -> None:
-        """The trial took its first training step (the first call's time is kept)."""
+    def record_started(self, run_id: str, ran_as: dict[str, Any] | None = None) -> None:
+        """The trial took its first training step (the first call's time is kept).
+
+        ``ran_as`` is how it runs (``RunRecord.ran_as``); the latest call's is kept.
+        """
 
     @abc.abstractmethod
     def record_history(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:

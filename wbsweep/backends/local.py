@@ -200,8 +200,12 @@ class LocalBackend(Backend, RunQueue):
     def heartbeat(self, run_id: str) -> None:
         self._update_live_run(run_id, "heartbeat_at = ?", (time.time(),))
 
-    def record_started(self, run_id: str) -> None:
-        self._update_live_run(run_id, "started_at = COALESCE(started_at, ?)", (time.time(),))
+    def record_started(self, run_id: str, ran_as: dict[str, Any] | None = None) -> None:
+        self._update_live_run(
+            run_id,
+            "started_at = COALESCE(started_at, ?), ran_as = COALESCE(?, ran_as)",
+            (time.time(), json.dumps(ran_as) if ran_as is not None else None),
+        )
 
     def record_history(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
         with self._tx(write=True, about=f"run {run_id!r}") as db:

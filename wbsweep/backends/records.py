@@ -69,6 +69,9 @@ class RunRecord:
     reason: str | None = None
     #: How many times W&B handed this same run out again after it crashed.
     requeues: int = 0
+    #: How the trial ran: ranks, mixed precision, nodes, and whether an agent's flags
+    #: overrode the sweep's recorded shape (see :func:`wbsweep.shape.ran_as`).
+    ran_as: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_finite_objective(self) -> bool:
@@ -123,8 +126,8 @@ class Reporter(Protocol):
     short write and raises ``StoreError`` when the record cannot be written.
     """
 
-    def record_started(self, run_id: str) -> None:
-        """The trial took its first training step (kept on a second call)."""
+    def record_started(self, run_id: str, ran_as: dict[str, Any] | None = None) -> None:
+        """The trial took its first training step (kept on a second call), and how it runs."""
 
     def record_history(self, run_id: str, step: int, metrics: dict[str, Any]) -> None:
         """The metrics of one evaluation during training, at global ``step``."""
