@@ -1,7 +1,8 @@
 """One trial across two nodes: two real `wbsweep agent`s on this machine, over loopback.
 
-Node 0 takes each run from the local store; node 1 joins it. Each node runs
-1 rank on CPU under its own real `accelerate launch`, and the two ranks form
+Node 0 takes each run from the local store, or from W&B (the test double) through
+a real `wandb agent`; node 1 joins it, with no W&B credentials at all. Each node
+runs 1 rank on CPU under its own real `accelerate launch`, and the two ranks form
 one gloo process group of world size 2.
 """
 
@@ -10,25 +11,32 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import TEST_SWEEPS, create, rank_records, start_agent, status
+from helpers import TEST_SWEEPS, create, create_wandb, rank_records, start_agent, status
 
 from wbsweep.slots import free_port
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.parametrize("backend", ["local", "wandb"])
 def test_two_nodes_train_each_trial_together_and_a_failing_node_ends_it_on_both(
-    tmp_path: Path,
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "2")
+    if backend == "wandb":
+        request.getfixturevalue("wandb_double")
+        sweep_id = create_wandb("--n-trials", "2")
+    else:
+        sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "2")
     record = tmp_path / "records"
     record.mkdir()
     group = ["--nodes", "2", "--main-host", "127.0.0.1", "--main-port", str(free_port())]
     cpu = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    # Node 1's first part of a trial fails (model_init raises there only).
+    # Node 1's first part of a trial fails (model_init raises there only). Only node 0
+    # talks to the sweep's backend: node 1 has no W&B key and no W&B server.
     follower = start_agent(
         sweep_id, record, *group, "--node-rank", "1",
-        WBSWEEP_TEST_FAIL_ONCE=str(tmp_path / "failed-once"), **cpu,
+        WBSWEEP_TEST_FAIL_ONCE=str(tmp_path / "failed-once"),
+        WANDB_API_KEY="", WANDB_BASE_URL="http://127.0.0.1:9", **cpu,
     )  # fmt: skip
     leader = start_agent(sweep_id, record, *group, "--node-rank", "0", **cpu)
     try:
@@ -45,7 +53,8 @@ def test_two_nodes_train_each_trial_together_and_a_failing_node_ends_it_on_both(
     failed, finished = status(sweep_id)["runs"]
     # The failing node ended the trial on both, and node 0 says why: node 1's own error.
     assert failed["state"] == "failed"
-    assert failed["reason"].startswith("node 1: ValueError: model_init fails once, as asked")
+    if backend == "local":  # W&B keeps no failure reason
+        assert failed["reason"].startswith("node 1: ValueError: model_init fails once, as asked")
     # Then both nodes took the next run together: one process group, the same params.
     assert finished["state"] == "finished" and finished["objective"] is not None
     assert finished["ran_as"] == {
