@@ -181,8 +181,11 @@ def run_trial(
         trainer = setup.trainer(args, params, callbacks)
         trainer.train(resume_from_checkpoint=resume)
         if ending.preempted:  # a checkpoint is saved: leave, to resume later
-            if run is not None and (node_preempting() or PREEMPTION.agent_lost()):
-                run.mark_preempting()  # W&B hands the run out again
+            # This node's agent was told to go, or the agent died, or another rank (another
+            # node of the trial) got the scheduler's SIGTERM: W&B hands the run out again.
+            elsewhere = not PREEMPTION.requested
+            if run is not None and (node_preempting() or PREEMPTION.agent_lost() or elsewhere):
+                run.mark_preempting()
             raise Terminated
         if ending.stopped:
             exit_code = 0  # the run keeps what it reported; the sweep records it stopped

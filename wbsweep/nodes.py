@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -229,7 +230,13 @@ def first_failure(group: NodeGroup, number: int, wait: float = 5.0) -> str | Non
 
 def serve(group: NodeGroup, command: list[str]) -> Any:
     """Node 0's agent: serve the group's store and tell the other nodes the sweep's command."""
-    store = group.store(serve=True)
+    try:
+        store = group.store(serve=True)
+    except RuntimeError as exc:  # torch's DistNetworkError: the port is taken
+        raise UsageError(
+            f"cannot serve the nodes at port {group.port} here ({str(exc).split(',')[-1].strip()}):"
+            " give node 0 and the others another --main-port"
+        ) from None
     store.set("sweep", json.dumps(command))
     return store
 
@@ -288,6 +295,10 @@ def follow(group: NodeGroup, poll: float = 0.5) -> int:
 
 
 def _follow(group: NodeGroup, poll: float) -> int:
+    # SIGTERM reaches this worker's whole process group: the trial's ranks save a
+    # checkpoint at a step every node agrees on; this worker leaves once they are done.
+    leaving = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: leaving.set())
     store = group.store(timeout=3600.0)
     number = int(store.add("trials", 0))
     if number == 0 or store.check([f"trial/{number}/end/0"]):
@@ -300,10 +311,16 @@ def _follow(group: NodeGroup, poll: float) -> int:
             if done is not None:
                 store.set(f"left/{group.rank}", "1")
                 return int(done)
+            if leaving.is_set():
+                return EXIT_TERMINATED
             time.sleep(poll)
             continue
         code = _run_part(group, number, json.loads(trial), scratch)
-        store.set(f"trial/{number}/end/{group.rank}", str(code))
+        if not store.check([f"trial/{number}/end/{group.rank}"]):
+            # Its ranks said nothing (a launcher failed, or a signal killed them).
+            store.set(f"trial/{number}/end/{group.rank}", str(code))
+        if leaving.is_set():
+            return EXIT_TERMINATED
         number += 1
 
 

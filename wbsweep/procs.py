@@ -29,6 +29,10 @@ class Terminated(BaseException):
     """
 
 
+#: A trial's error line when SIGTERM ended it (the trial saved a checkpoint first).
+TERMINATED_REASON = "terminated by SIGTERM"
+
+
 class Preemption:
     """What a SIGTERM during training asks: save a checkpoint at the next step, then leave.
 

@@ -147,7 +147,7 @@ class RunLoop:
         beat = _Heartbeat(self.queue, run.id)
         try:
             end = self.runner(run)
-            if end.preempted:  # this process is going away: no other run starts here
+            if end.preempted and not end.elsewhere:  # going away: no other run starts here
                 self.preempt()
             end = self._as_told(end)
         except Exception as exc:

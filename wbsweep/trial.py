@@ -217,7 +217,7 @@ def _main(argv: list[str] | None) -> int:
         return 0
     except procs.Terminated:
         # Only rank 0 says so: every rank gets the signal, one line is enough.
-        _fail("terminated by SIGTERM", all_ranks=False)
+        _fail(procs.TERMINATED_REASON, all_ranks=False)
         return EXIT_TERMINATED
     except WbsweepError as exc:
         if debug:

@@ -131,7 +131,12 @@ class Worker:
             # A rank killed by a signal (the OOM killer, a node problem) is a crash, not
             # the user's code failing: the run is crashed and its params run again.
             return RunEnd(-killed, f"a rank was killed by {procs.signal_name(killed)}")
-        return RunEnd(exit_code, failure_reason(text, exit_code))
+        reason = failure_reason(text, exit_code)
+        if reason == procs.TERMINATED_REASON:
+            # SIGTERM reached the trial's ranks, not from this worker: another node of its
+            # group was preempted, or a scheduler signaled the ranks. It resumes later.
+            return RunEnd(exit_code, reason, preempted=True, elsewhere=True)
+        return RunEnd(exit_code, reason)
 
     def _log_path(self, run: RunRecord) -> Path:
         return Path(self.queue.trial_log(self.sweep_id, run.id))

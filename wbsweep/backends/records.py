@@ -87,12 +87,15 @@ class RunEnd:
         reason: Why it failed, in one line (the trial's own error line).
         stopped: It was stopped on purpose (cancel, Ctrl-C, early termination).
         preempted: Its node is going away (a scheduler's SIGTERM): it runs again later.
+        elsewhere: Preempted, but not here: another node of a multi-node trial got the
+            SIGTERM, and this worker goes on (the run resumes when every node is back).
     """
 
     exit_code: int | None
     reason: str | None = None
     stopped: bool = False
     preempted: bool = False
+    elsewhere: bool = False
 
 
 @dataclass(frozen=True)
