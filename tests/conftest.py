@@ -15,7 +15,7 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Point the store, W&B and Hugging Face caches at ``tmp_path``; no network.
+    """Point the store, W&B (login included) and Hugging Face caches at ``tmp_path``; no network.
 
     A test that opened a W&B run in this process leaves the SDK's settings (its
     ``WANDB_DIR`` among them) cached for the process: they are dropped afterwards.
@@ -26,12 +26,19 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Where `accelerate config` keeps its default: a developer's own never reaches a test.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "huggingface"))
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.delenv("WBSWEEP_BACKEND", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     # The SDK exports these when it opens a run or a sweep: none leaks into the next test.
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
     monkeypatch.delenv("WANDB_ENTITY", raising=False)
+    # A developer's own `wandb login` (netrc key, saved host) never reaches a test.
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".config" / "wandb"))
+    for name in ("WANDB_BASE_URL", "WANDB_APP_URL", "WANDB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), os.environ.get("PATH", "")]))
     yield tmp_path
     if "wandb" in sys.modules:

@@ -222,9 +222,11 @@ def test_model_init_failure_is_one_line_without_traceback(tmp_path: Path) -> Non
 
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("wbsweep.trial:")]
+    source = RECORD_RANKS.read_text().splitlines()
+    raised = 1 + next(i for i, line in enumerate(source) if "model_init refuses" in line)
     assert errors == [
         "wbsweep.trial: error: ValueError: model_init refuses hidden_dropout_prob=0.05 "
-        "(record_ranks.py line 74)"
+        f"(record_ranks.py line {raised})"
     ]
     assert "Traceback" not in result.stderr
 
