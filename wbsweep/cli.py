@@ -20,6 +20,7 @@ from wbsweep._cli_options import store_option
 from wbsweep.backends import (
     BACKEND_ENV,
     BACKENDS,
+    auto_reason,
     backend_for_sweep,
     choose_backend,
     open_backend,
@@ -184,8 +185,7 @@ def create(
         click.echo(json.dumps({**out, "config": prepared.config}, indent=2))
         return
     if requested == "auto":
-        why = "logged in to W&B" if chosen == "wandb" else "no W&B login found"
-        click.echo(f"Backend: {chosen} (auto: {why}).")
+        click.echo(f"Backend: {chosen} (auto: {auto_reason(chosen)}).")
     click.echo(f"Created sweep {sweep_id} in {target.location}.")
     click.echo(f"Trials: {shape.describe()}.")
     if "url" in out:

@@ -24,21 +24,29 @@ def test_sweep_path_parses_only_entity_project_id() -> None:
 
 def test_sweep_url_for_cloud_and_server() -> None:
     path = SweepPath("team", "proj", "abc")
-    assert sweep_page_url(path, "https://api.wandb.ai") == "https://wandb.ai/team/proj/sweeps/abc"
+    assert sweep_page_url(path, "https://wandb.ai") == "https://wandb.ai/team/proj/sweeps/abc"
     assert (
         sweep_page_url(path, "http://wb.local:8080") == "http://wb.local:8080/team/proj/sweeps/abc"
     )
 
 
-def test_key_from_env_then_netrc_for_the_server_host(tmp_path: Path) -> None:
+def test_key_from_env_then_netrc_for_the_server_host_and_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # netrc names the server as the SDK writes it: host and port.
     netrc = tmp_path / "netrc"
-    netrc.write_text("machine wb.local\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.write_text("machine wb.local:8080\n  login user\n  password " + "k" * 40 + "\n")
     netrc.chmod(0o600)
-    env = {"WANDB_BASE_URL": "http://wb.local:8080", "NETRC": str(netrc)}
-    assert api_key(env) == "k" * 40
-    assert api_key({**env, "WANDB_API_KEY": "e" * 40}) == "e" * 40
-    assert api_key({**env, "WANDB_BASE_URL": "https://api.wandb.ai"}) is None
-    assert not has_credentials({"NETRC": str(tmp_path / "missing")})
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("WANDB_BASE_URL", "http://wb.local:8080")
+    assert api_key() == "k" * 40
+    monkeypatch.setenv("WANDB_API_KEY", "e" * 40)
+    assert api_key() == "e" * 40
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("WANDB_BASE_URL", "https://api.wandb.ai")
+    assert api_key() is None
+    monkeypatch.setenv("NETRC", str(tmp_path / "missing"))
+    assert not has_credentials()
 
 
 def test_auto_backend_follows_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "RunQueue",
     "RunRecord",
     "SweepRecord",
+    "auto_reason",
     "backend_for_sweep",
     "choose_backend",
     "open_backend",
@@ -36,7 +37,9 @@ __all__ = [
 def choose_backend(requested: str | None) -> str:
     """The concrete backend for ``--backend`` (default ``$WBSWEEP_BACKEND``, else ``auto``).
 
-    ``auto`` is ``wandb`` when a W&B key is found, else ``local``.
+    ``auto`` is ``wandb`` exactly when ``wandb agent`` would find a key: the
+    ``wandb`` SDK's own settings and credentials decide (see
+    :mod:`wbsweep.backends._wandb_auth`); else ``local``.
 
     Raises:
         UsageError: Not one of :data:`BACKENDS`.
@@ -49,6 +52,16 @@ def choose_backend(requested: str | None) -> str:
 
         return "wandb" if has_credentials() else "local"
     return name
+
+
+def auto_reason(chosen: str) -> str:
+    """Why ``auto`` chose ``chosen``, naming the W&B server (never the key)."""
+    from wbsweep.backends._wandb_auth import login
+
+    found = login()
+    if chosen == "wandb":
+        return f"logged in to {found.describe()}"
+    return f"no W&B login for {found.url}"
 
 
 def open_backend(

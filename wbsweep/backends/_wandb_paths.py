@@ -1,16 +1,15 @@
 """Where a W&B sweep lives and how its errors read: ``entity/project/id``, one-line errors.
 
->>> str(SweepPath.parse("e/p/abc")), sweep_page_url(SweepPath("e", "p", "abc"), "https://api.wandb.ai")
+>>> str(SweepPath.parse("e/p/abc")), sweep_page_url(SweepPath("e", "p", "abc"), "https://wandb.ai")
 ('e/p/abc', 'https://wandb.ai/e/p/sweeps/abc')
 """
 
 from __future__ import annotations
 
 import contextlib
-import urllib.parse
 from dataclasses import dataclass
 
-from wbsweep.backends._wandb_auth import api_key, base_url, not_logged_in_message
+from wbsweep.backends._wandb_auth import api_key, base_url, login, not_logged_in_message
 from wbsweep.errors import SweepNotFoundError, WandbLoginError, WbsweepError
 
 __all__ = ["SweepPath", "sdk_error", "sweep_not_found", "sweep_page_url"]
@@ -61,10 +60,7 @@ def sdk_error(exc: Exception, where: str, *, not_found: bool = False) -> Wbsweep
     return WbsweepError(f"W&B error for {where}: {text}")
 
 
-def sweep_page_url(path: SweepPath, url: str | None = None) -> str:
-    """The sweep's page on the W&B app (``api.`` host -> app host for W&B cloud)."""
-    parsed = urllib.parse.urlparse(url or base_url())
-    host = parsed.netloc
-    if host.startswith("api."):
-        host = host[len("api.") :]
-    return f"{parsed.scheme}://{host}/{path.entity}/{path.project}/sweeps/{path.id}"
+def sweep_page_url(path: SweepPath, app_url: str | None = None) -> str:
+    """The sweep's page on the W&B app (``app_url``: the SDK's app URL for the server)."""
+    app = (app_url or login().app_url).rstrip("/")
+    return f"{app}/{path.entity}/{path.project}/sweeps/{path.id}"

@@ -32,6 +32,7 @@ from wbsweep.backends._wandb_auth import (
     base_url,
     child_env,
     has_credentials,
+    login,
     preflight,
     wandb_executable,
 )
@@ -88,8 +89,9 @@ class WandbBackend(Backend):
     worker_stagger = 2.5
 
     def __init__(self, *, entity: str | None = None, project: str | None = None) -> None:
-        self.url = base_url()
-        self._viewer = preflight(self.url, api_key())
+        found = login()
+        self.url, self.app_url = found.url, found.app_url
+        self._viewer = preflight(self.url, found.key)
         self.entity: str = entity or os.environ.get("WANDB_ENTITY") or self._viewer["entity"]
         #: The explicit project (``--project``, ``project=``); see :func:`resolve_project`.
         self.project = project
@@ -104,7 +106,7 @@ class WandbBackend(Backend):
         return str(self._path(sweep_id))
 
     def sweep_url(self, sweep_id: str) -> str:
-        return sweep_page_url(self._path(sweep_id), self.url)
+        return sweep_page_url(self._path(sweep_id), self.app_url)
 
     def worker_argv(self, sweep_id: str, name: str, count: int | None = None) -> list[str]:
         # `wandb agent` names itself after the host; ``name`` is for local workers.
