@@ -11,7 +11,8 @@ from wbsweep._cli_options import count_option, store_option
 from wbsweep.backends import backend_for_sweep
 from wbsweep.backends.base import DEFAULT_MAX_FAILURES, DEFAULT_MAX_RETRIES, DriveOptions
 from wbsweep.errors import UsageError
-from wbsweep.nodes import DEFAULT_PORT, NodeGroup, finish, follow_node, serve
+from wbsweep.follower import follow_node
+from wbsweep.nodes import DEFAULT_PORT, NodeGroup, finish, serve
 from wbsweep.slots import SWEEP_FILE_ENV
 from wbsweep.states import RunState
 

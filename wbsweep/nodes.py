@@ -6,7 +6,7 @@ runs one worker as on a single node (the local worker, or ``wandb agent``:
 only node 0 talks to the sweep's backend). Each trial's launcher on node 0
 publishes the run (id, params, the sweep's trial arguments) as ``trial/K``
 and waits until every node joined. The other nodes' agents run one follower
-each (``python -m wbsweep.nodes``), which takes ``trial/K`` and runs the same
+each (:mod:`wbsweep.follower`), which takes ``trial/K`` and runs the same
 launcher with the same params. Every node's ``accelerate launch`` then gets
 ``--num_machines N --machine_rank R --main_process_ip HOST`` and the port
 ``PORT + 1``, so the ranks of all nodes form one process group.
@@ -23,10 +23,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -36,7 +33,15 @@ from typing import Any
 
 from wbsweep.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, UsageError
 
-__all__ = ["NodeGroup", "finish", "follow", "follow_node", "publish_trial", "serve", "watch_peers"]
+__all__ = [
+    "NodeGroup",
+    "finish",
+    "first_failure",
+    "publish_trial",
+    "record_end",
+    "serve",
+    "watch_peers",
+]
 
 NODES_ENV = "WBSWEEP_NODES"
 NODE_RANK_ENV = "WBSWEEP_NODE_RANK"
@@ -124,7 +129,7 @@ class NodeGroup:
         return out
 
 
-def _get(store: Any, key: str) -> str | None:
+def get_key(store: Any, key: str) -> str | None:
     return store.get(key).decode() if store.check([key]) else None
 
 
@@ -181,8 +186,8 @@ def watch_peers(group: NodeGroup, number: int, poll: float = 1.0) -> None:
             for node in range(group.nodes):
                 if node == group.rank:
                     continue
-                end = _get(store, f"trial/{number}/end/{node}")
-                beat = _get(store, f"trial/{number}/alive/{node}")
+                end = get_key(store, f"trial/{number}/end/{node}")
+                beat = get_key(store, f"trial/{number}/alive/{node}")
                 silent = beat is not None and now - float(beat) > SILENT_AFTER
                 if (end is not None and end not in _TOGETHER) or silent:
                     why = f"ended its part (exit {end})" if end else "went silent"
@@ -218,7 +223,7 @@ def first_failure(group: NodeGroup, number: int, wait: float = 5.0) -> str | Non
     deadline = time.monotonic() + wait
     try:
         store = group.store(timeout=wait)
-        while (first := _get(store, f"trial/{number}/first")) is None:
+        while (first := get_key(store, f"trial/{number}/first")) is None:
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.2)
@@ -249,98 +254,3 @@ def finish(group: NodeGroup, store: Any, code: int, wait: float = 30.0) -> None:
         if store.check([f"left/{node}" for node in range(1, group.nodes)]):
             return
         time.sleep(0.2)
-
-
-def follow_node(
-    group: NodeGroup,
-    *,
-    gpus_per_trial: int | None,
-    processes_per_trial: int | None,
-    accelerate: Mapping[str, Any],
-    env: Mapping[str, str],
-    log: Any = print,
-) -> int:
-    """A node other than 0: one worker that joins each of node 0's trials, in the sweep's shape."""
-    from wbsweep.agent import Agent
-    from wbsweep.shape import OVERRIDE_ENV, sweep_shape
-    from wbsweep.slots import shaped_slots, visible_gpus
-
-    log(f"Node {group.rank} of {group.nodes}: waiting for node 0 at {group.host}:{group.port}")
-    store = group.store(timeout=3600.0)
-    while not store.check(["sweep"]):
-        time.sleep(0.5)
-    shape = sweep_shape(json.loads(store.get("sweep").decode()))
-    slots, overridden = shaped_slots(
-        shape,
-        visible_gpus(os.environ),
-        gpus_per_trial=gpus_per_trial,
-        processes_per_trial=processes_per_trial,
-        workers=1,
-        what="the sweep",
-    )
-    if shape.mixed_precision is not None:
-        accelerate = {**accelerate, "mixed_precision": shape.mixed_precision}
-    extra = {**env, **group.env(), **({OVERRIDE_ENV: "1"} if overridden else {})}
-    argv = [sys.executable, "-m", "wbsweep.nodes"]
-    return Agent(lambda slot: argv, slots, extra_env=extra, accelerate=accelerate).run()
-
-
-def follow(group: NodeGroup, poll: float = 0.5) -> int:
-    """A follower node's worker: join each trial node 0 publishes until node 0 is done."""
-    try:
-        return _follow(group, poll)
-    except RuntimeError as exc:  # the store's errors: node 0's agent is gone
-        print(f"wbsweep.nodes: error: lost node 0 at {group.host}:{group.port}: {exc}", flush=True)
-        return EXIT_FAILED
-
-
-def _follow(group: NodeGroup, poll: float) -> int:
-    # SIGTERM reaches this worker's whole process group: the trial's ranks save a
-    # checkpoint at a step every node agrees on; this worker leaves once they are done.
-    leaving = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: leaving.set())
-    store = group.store(timeout=3600.0)
-    number = int(store.add("trials", 0))
-    if number == 0 or store.check([f"trial/{number}/end/0"]):
-        number += 1  # the trial node 0 runs now, if any, is joined only when it is still open
-    scratch = Path(tempfile.mkdtemp(prefix="wbsweep-node-"))
-    while True:
-        trial = _get(store, f"trial/{number}")
-        if trial is None:
-            done = _get(store, "done")
-            if done is not None:
-                store.set(f"left/{group.rank}", "1")
-                return int(done)
-            if leaving.is_set():
-                return EXIT_TERMINATED
-            time.sleep(poll)
-            continue
-        code = _run_part(group, number, json.loads(trial), scratch)
-        if not store.check([f"trial/{number}/end/{group.rank}"]):
-            # Its ranks said nothing (a launcher failed, or a signal killed them).
-            store.set(f"trial/{number}/end/{group.rank}", str(code))
-        if leaving.is_set():
-            return EXIT_TERMINATED
-        number += 1
-
-
-def _run_part(group: NodeGroup, number: int, trial: dict[str, Any], scratch: Path) -> int:
-    params = scratch / f"params-{number}.json"
-    params.write_text(trial["params"], encoding="utf-8")
-    env = {**os.environ, **trial["env"], TRIAL_ENV: str(number)}
-    argv = [sys.executable, "-m", "wbsweep.launch", trial["program"], *trial["rest"], str(params)]
-    print(f"node {group.rank}: joining trial {number} (run {env.get('WANDB_RUN_ID')})", flush=True)
-    group.store().set(f"trial/{number}/joined/{group.rank}", "1")
-    return subprocess.run(argv, env=env, check=False).returncode
-
-
-def main() -> int:
-    group = NodeGroup.from_env()
-    if group is None or group.rank == 0:
-        print("wbsweep.nodes: error: run by wbsweep agent --node-rank N (N > 0)", file=sys.stderr)
-        return 2
-    return follow(group)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
