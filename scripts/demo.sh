@@ -12,8 +12,8 @@ mkdir -p "$work"
 cd "$work"
 export WBSWEEP_STORE="$work/.wbsweep/store.db" HF_HUB_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true
 sweep_id=$(wbsweep create "$repo/sweeps/minilm_rotten_tomatoes.py" --method bayes \
-  --n-trials "${DEMO_TRIALS:-4}" --json | python -c "import json,sys; print(json.load(sys.stdin)['sweep_id'])")
+  --n-trials "${DEMO_TRIALS:-4}" --processes-per-trial "${DEMO_PROCESSES:-1}" --json | python -c "import json,sys; print(json.load(sys.stdin)['sweep_id'])")
 echo "created sweep $sweep_id"
-wbsweep agent "$sweep_id" --workers "${DEMO_WORKERS:-2}" --processes-per-trial "${DEMO_PROCESSES:-1}"
+wbsweep agent "$sweep_id" --workers "${DEMO_WORKERS:-2}"
 wbsweep status "$sweep_id"
 wbsweep best "$sweep_id"

@@ -15,12 +15,13 @@ fi
 work="$(mktemp -d)"
 cd "$work"
 export WANDB_DIR="$work" HF_HUB_OFFLINE=1
-args=(--backend wandb --project "${WANDB_PROJECT:-wbsweep-smoke}" --n-trials 2 --json)
+args=(--backend wandb --project "${WANDB_PROJECT:-wbsweep-smoke}" --n-trials 2 --json
+  --processes-per-trial "${SMOKE_PROCESSES:-1}")
 [ -n "${WANDB_ENTITY:-}" ] && args+=(--entity "$WANDB_ENTITY")
 sweep=$(wbsweep create "$repo/sweeps/tiny.py" "${args[@]}" \
   | python -c "import json,sys; d=json.load(sys.stdin); print(d['sweep_id']); print(d['url'], file=sys.stderr)")
 echo "wandb_smoke: sweep $sweep"
-wbsweep agent "$sweep" --workers 1 --processes-per-trial "${SMOKE_PROCESSES:-1}"
+wbsweep agent "$sweep" --workers 1
 wbsweep status "$sweep"
 wbsweep best "$sweep"
 echo "wandb_smoke: ok ($work)"
