@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -183,6 +184,21 @@ def test_drive_goes_on_after_a_failed_trial_until_the_failure_limit(
         sweep_id, failing, DriveOptions("contract-w0", count=5, max_consecutive_failures=2)
     )
     assert len(calls) == 2 and len(set(calls)) == 2
+
+
+@pytest.mark.parametrize("state", [SweepState.FINISHED, SweepState.CANCELED])
+def test_drive_on_an_ended_sweep_runs_nothing_and_returns_at_once(
+    backend: Backend, sweep_config: Config, state: SweepState
+) -> None:
+    # Joining a search whose sweep is over (sweep_id=best.run_summary after a restart).
+    sweep_id = backend.create(sweep_config)
+    backend.set_state(sweep_id, state)
+    seen: list[ClaimedRun] = []
+    started = time.monotonic()
+    backend.drive(sweep_id, seen.append, DriveOptions("contract-w0"))
+    assert seen == []
+    # W&B's in-process agent polls 5 s and more before it notices it was told to exit.
+    assert time.monotonic() - started < 4
 
 
 def test_drive_on_an_unknown_sweep_is_not_found(backend: Backend, missing_sweep_id: str) -> None:

@@ -229,6 +229,9 @@ class WandbBackend(Backend):
         path = SweepPath.parse(sweep.id)
         names = set(sweep.config.get("parameters", {}))
         say = options.log or (lambda line: None)
+        if sweep.state.terminal:  # the agent would be told to exit, after 5-10 s of polling
+            say(f"[{options.worker}] sweep {path} is {sweep.state.value.lower()}: nothing to run")
+            return
 
         def claim(run_id: str, should_stop: Callable[[], bool]) -> ClaimedRun:
             # pyagent has exported the run's id and written its sampled config
