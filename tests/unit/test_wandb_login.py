@@ -136,3 +136,20 @@ def test_a_bare_id_with_wandb_entity_and_project_is_that_w_and_b_sweep(
     backend, resolved = backend_for_sweep(bare)
     assert resolved == path
     assert backend.sweep(resolved).id == path
+
+
+def test_wandb_setup_in_this_process_is_what_the_plugin_uses(server: WandbDouble) -> None:
+    # A notebook's `wandb.setup(...)` (or `wandb.login(host=..., key=...)`) before
+    # `hyperparameter_search`: no environment, no file, and yet W&B is configured.
+    import wandb
+
+    assert choose_backend("auto") == "local"
+    wandb.setup(wandb.Settings(base_url=server.base_url, api_key=server.api_key))
+    found = login()
+    assert (found.url, found.key, found.source) == (
+        server.base_url,
+        server.api_key,
+        "wandb.login()",
+    )
+    assert choose_backend("auto") == "wandb"
+    assert not (Path(os.environ["NETRC"])).exists()
