@@ -9,6 +9,9 @@ choice in turn).
 ({'distribution': 'log_uniform_values', 'min': 1e-05, 'max': 0.001}, (1e-05, 0.001))
 >>> int_spec("layers", 2, 8, 2, False)
 ({'values': [2, 4, 6, 8]}, (2, 8))
+
+And the checks on a whole W&B ``parameters`` section, however it was written:
+:func:`parameter_violations`.
 """
 
 from __future__ import annotations
@@ -21,13 +24,40 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from wbsweep.errors import SpaceError
-from wbsweep.values import to_plain
+from wbsweep.values import one_line, to_plain
 
-__all__ = ["MAX_LISTED_STEPS", "categorical_spec", "fail", "float_spec", "int_spec", "is_number"]
+__all__ = [
+    "MAX_LISTED_STEPS",
+    "categorical_spec",
+    "fail",
+    "float_spec",
+    "int_spec",
+    "is_number",
+    "parameter_violations",
+]
 
 #: Stepped ranges with at most this many points become an explicit ``values`` list.
 MAX_LISTED_STEPS = 1000
 SCALARS = (str, bool, int, float, type(None))
+_PARAM_KEYS = frozenset(
+    {
+        "distribution",
+        "value",
+        "values",
+        "probabilities",
+        "min",
+        "max",
+        "q",
+        "mu",
+        "sigma",
+        "a",
+        "b",
+        "parameters",
+    }
+)
+_LOG_DISTRIBUTIONS = frozenset(
+    {"log_uniform_values", "q_log_uniform_values", "inv_log_uniform_values"}
+)
 
 
 def fail(message: str) -> SpaceError:
@@ -132,3 +162,57 @@ def categorical_spec(name: str, choices: Any) -> tuple[dict, tuple]:
                 f"parameter '{name}': choice {value!r} is not a str, int, float, bool or None"
             )
     return {"values": values}, tuple(values)
+
+
+def _own_problems(name: str, spec: Any) -> list[str]:
+    if not isinstance(spec, dict):
+        return [
+            f"parameter '{name}' must be a dict such as {{'values': [...]}}, "
+            f"got {type(spec).__name__}"
+        ]
+    unknown = sorted(set(spec) - _PARAM_KEYS)
+    if unknown:
+        return [f"parameter '{name}' has unknown key(s) {', '.join(map(repr, unknown))}"]
+    if "parameters" in spec:
+        nested = spec["parameters"]
+        if not isinstance(nested, dict) or not nested:
+            return [f"parameter '{name}': nested 'parameters' must be a non-empty dict"]
+        return [p for key, sub in nested.items() for p in _own_problems(f"{name}.{key}", sub)]
+    problems = []
+    if "values" in spec and (not isinstance(spec["values"], list) or not spec["values"]):
+        problems.append(f"parameter '{name}': values must be a non-empty list")
+    low, high = spec.get("min"), spec.get("max")
+    if not (is_number(low) and is_number(high)):
+        return problems
+    if low > high:
+        problems.append(f"parameter '{name}': min {low} is greater than max {high}")
+    if spec.get("distribution") in _LOG_DISTRIBUTIONS and low <= 0:
+        problems.append(f"parameter '{name}': {spec['distribution']} needs min > 0 (got {low})")
+    return problems
+
+
+def parameter_violations(parameters: Any) -> list[str]:
+    """Every problem with a W&B ``parameters`` section, each naming its parameter.
+
+    Runs wbsweep's own checks (unknown keys, empty values, min > max, log bounds)
+    and then the ``sweeps`` package's schema on each parameter.
+
+    >>> parameter_violations({"lr": {"min": 0.1, "max": 0.01}})
+    ["parameter 'lr': min 0.1 is greater than max 0.01"]
+    """
+    from sweeps.config import schema_violations_from_proposed_config
+
+    if not isinstance(parameters, dict) or not parameters:
+        return ["parameters must be a non-empty dict of name -> W&B parameter dict"]
+    problems: list[str] = []
+    for name, spec in parameters.items():
+        own = _own_problems(str(name), spec)
+        if own:
+            problems.extend(own)
+            continue
+        config = {"method": "random", "parameters": {name: spec}}
+        problems.extend(
+            f"parameter '{name}': {one_line(message)}"
+            for message in schema_violations_from_proposed_config(config)
+        )
+    return problems

@@ -10,10 +10,17 @@ Three shapes are accepted:
 
 Tracing runs the function several times with different answers (low bounds and
 first choices, then high bounds and the other choices) so that a parameter
-suggested on only one branch of an ``if`` is caught: a W&B sweep has one fixed
-set of parameters. The search is best effort: only a bounded number of passes
-(``_MAX_PASSES``) is made, so a branch that needs a rare combination of answers
-can go unseen.
+suggested on only one branch of an ``if`` is seen: a W&B sweep has one fixed
+set of parameters, so it holds the union of every branch's (a name's range must
+be the same on every branch). The search is best effort: only a bounded number
+of passes (``_MAX_PASSES``) is made, so a branch that needs a rare combination
+of answers can go unseen.
+
+A trial then *replays* the function (:func:`replay`) with a trial that answers
+each ``suggest_*`` with the run's sampled value, and applies the dict it
+returns, as Transformers' Optuna path does: derived values work
+(``2 ** trial.suggest_int("log2_bs", 3, 5)``), and the sampled params the
+replay did not ask for (another branch's) are unused on that run.
 
 Everything returned is plain JSON data (no numpy scalars), so it can go through
 ``json.dumps`` and ``yaml.safe_dump`` unchanged.
@@ -21,36 +28,23 @@ Everything returned is plain JSON data (no numpy scalars), so it can go through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from wbsweep.distributions import categorical_spec, fail, float_spec, int_spec, is_number
-from wbsweep.errors import SpaceError
-from wbsweep.values import one_line, to_plain
+from wbsweep.distributions import (
+    categorical_spec,
+    fail,
+    float_spec,
+    int_spec,
+    parameter_violations,
+)
+from wbsweep.errors import SpaceError, TrialError
+from wbsweep.values import to_plain
 
-__all__ = ["Space", "translate", "to_plain", "parameter_violations"]
+__all__ = ["Replay", "Space", "parameter_violations", "replay", "to_plain", "translate"]
 
 _MAX_PASSES = 32
-_PARAM_KEYS = frozenset(
-    {
-        "distribution",
-        "value",
-        "values",
-        "probabilities",
-        "min",
-        "max",
-        "q",
-        "mu",
-        "sigma",
-        "a",
-        "b",
-        "parameters",
-    }
-)
-_LOG_DISTRIBUTIONS = frozenset(
-    {"log_uniform_values", "q_log_uniform_values", "inv_log_uniform_values"}
-)
 _SUPPORTED = (
     "suggest_float, suggest_int, suggest_categorical, suggest_uniform, "
     "suggest_loguniform, suggest_discrete_uniform"
@@ -147,18 +141,13 @@ def _run_pass(hp_space: Callable, pass_index: int) -> tuple[_RecordingTrial, Any
     return trial, result
 
 
-def _plural(names: Sequence[str]) -> str:
-    quoted = ", ".join(f"'{n}'" for n in names)
-    return f"parameter {quoted} is" if len(names) == 1 else f"parameters {quoted} are"
-
-
 def _trace(hp_space: Callable) -> tuple[dict[str, dict], Any]:
     """Suggested parameters (empty if none) and the first pass's return value."""
     first, result = _run_pass(hp_space, 0)
     if not first.suggested:
         return {}, result
+    # The union of every branch's parameters; a run's replay reads its own branch's.
     merged = dict(first.suggested)
-    passes = [set(first.suggested)]
     total, index = min(_MAX_PASSES, max(2, first.widest)), 1
     while index < total:
         trial, _ = _run_pass(hp_space, index)
@@ -168,73 +157,104 @@ def _trace(hp_space: Callable) -> tuple[dict[str, dict], Any]:
                     f"parameter '{name}' is suggested with different ranges depending on "
                     "other answers; W&B sweeps need fixed ranges"
                 )
-        passes.append(set(trial.suggested))
         total = min(_MAX_PASSES, max(total, trial.widest))
         index += 1
-    conditional = sorted(set(merged) - set(passes[0]).intersection(*passes[1:]))
-    if conditional:
-        raise fail(
-            f"{_plural(conditional)} only suggested on some branches; "
-            "W&B sweeps need a fixed set of parameters"
-        )
     return merged, result
 
 
-# ----------------------------------------------------------------------- validation
+# ------------------------------------------------------------------------- replay
 
 
-def _own_problems(name: str, spec: Any) -> list[str]:
-    if not isinstance(spec, dict):
-        return [
-            f"parameter '{name}' must be a dict such as {{'values': [...]}}, "
-            f"got {type(spec).__name__}"
-        ]
-    unknown = sorted(set(spec) - _PARAM_KEYS)
-    if unknown:
-        return [f"parameter '{name}' has unknown key(s) {', '.join(map(repr, unknown))}"]
-    if "parameters" in spec:
-        nested = spec["parameters"]
-        if not isinstance(nested, dict) or not nested:
-            return [f"parameter '{name}': nested 'parameters' must be a non-empty dict"]
-        return [p for key, sub in nested.items() for p in _own_problems(f"{name}.{key}", sub)]
-    problems = []
-    if "values" in spec and (not isinstance(spec["values"], list) or not spec["values"]):
-        problems.append(f"parameter '{name}': values must be a non-empty list")
-    low, high = spec.get("min"), spec.get("max")
-    if not (is_number(low) and is_number(high)):
-        return problems
-    if low > high:
-        problems.append(f"parameter '{name}': min {low} is greater than max {high}")
-    if spec.get("distribution") in _LOG_DISTRIBUTIONS and low <= 0:
-        problems.append(f"parameter '{name}': {spec['distribution']} needs min > 0 (got {low})")
-    return problems
+@dataclass(frozen=True)
+class Replay:
+    """What ``hp_space`` gave when replayed with one run's sampled values.
 
-
-def parameter_violations(parameters: Any) -> list[str]:
-    """Every problem with a W&B ``parameters`` section, each naming its parameter.
-
-    Runs wbsweep's own checks (unknown keys, empty values, min > max, log bounds)
-    and then the ``sweeps`` package's schema on each parameter.
-
-    >>> parameter_violations({"lr": {"min": 0.1, "max": 0.01}})
-    ["parameter 'lr': min 0.1 is greater than max 0.01"]
+    Attributes:
+        returned: The dict it returned: what the trial applies.
+        read: The sampled params it asked for (this run's branch).
     """
-    from sweeps.config import schema_violations_from_proposed_config
 
-    if not isinstance(parameters, dict) or not parameters:
-        return ["parameters must be a non-empty dict of name -> W&B parameter dict"]
-    problems: list[str] = []
-    for name, spec in parameters.items():
-        own = _own_problems(str(name), spec)
-        if own:
-            problems.extend(own)
-            continue
-        config = {"method": "random", "parameters": {name: spec}}
-        problems.extend(
-            f"parameter '{name}': {one_line(message)}"
-            for message in schema_violations_from_proposed_config(config)
+    returned: dict[str, Any]
+    read: frozenset[str]
+
+
+class _ReplayTrial:
+    """Stands in for ``optuna.Trial``: answers each ``suggest_*`` with the run's value."""
+
+    def __init__(self, sampled: Mapping[str, Any]) -> None:
+        self._sampled = sampled
+        self.read: set[str] = set()
+        self.errors: list[TrialError] = []
+
+    def _answer(self, name: Any) -> Any:
+        if name not in self._sampled:
+            err = TrialError(
+                f"hp_space(trial) asks for '{name}', which is not a parameter of this sweep "
+                "(its branch was not seen when the sweep was created, or hp_space changed since)"
+            )
+            # Kept so that an ``except Exception`` in user code cannot hide it.
+            self.errors.append(err)
+            raise err
+        self.read.add(name)
+        return self._sampled[name]
+
+    def suggest_float(self, name, low, high, step=None, log=False):
+        return float(self._answer(name))
+
+    def suggest_int(self, name, low, high, step=1, log=False):
+        return int(round(float(self._answer(name))))
+
+    def suggest_categorical(self, name, choices):
+        value = self._answer(name)
+        # The choice itself, as Optuna gives it (W&B's JSON may turn 1.0 into 1).
+        same = [c for c in choices if c == value and type(c) is type(value)]
+        return next(iter(same or [c for c in choices if c == value]), value)
+
+    def suggest_uniform(self, name, low, high):
+        return self.suggest_float(name, low, high)
+
+    def suggest_loguniform(self, name, low, high):
+        return self.suggest_float(name, low, high, log=True)
+
+    def suggest_discrete_uniform(self, name, low, high, q):
+        return self.suggest_float(name, low, high, step=q)
+
+
+def replay(hp_space: Any, sampled: Mapping[str, Any]) -> Replay | None:
+    """``hp_space`` called with a trial that answers every ``suggest_*`` from ``sampled``.
+
+    Returns None when there is nothing to replay: ``hp_space`` is a W&B dict
+    (or None), or a function that suggests nothing (it returns a W&B config);
+    then the sampled params apply as they are.
+
+    Raises:
+        TrialError: The function asks for a param the sweep lacks, raises, or
+            does not return a dict.
+
+    >>> def hp_space(trial):
+    ...     return {"per_device_train_batch_size": 2 ** trial.suggest_int("log2_bs", 3, 5)}
+    >>> replay(hp_space, {"log2_bs": 4})
+    Replay(returned={'per_device_train_batch_size': 16}, read=frozenset({'log2_bs'}))
+    """
+    if not callable(hp_space):
+        return None
+    trial = _ReplayTrial(sampled)
+    try:
+        result = hp_space(trial)
+    except TrialError:
+        raise
+    except Exception as exc:
+        message = " ".join(f"replaying hp_space(trial) raised {type(exc).__name__}: {exc}".split())
+        raise TrialError(message) from exc
+    if trial.errors:
+        raise trial.errors[0]
+    if not trial.read:
+        return None
+    if not isinstance(result, Mapping):
+        raise TrialError(
+            f"hp_space(trial) returned {type(result).__name__}, not the dict of params to apply"
         )
-    return problems
+    return Replay(returned=dict(result), read=frozenset(trial.read))
 
 
 def _from_dict(value: Any, origin: str) -> Space:

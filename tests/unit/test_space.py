@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 import sweeps
-from wbsweep.errors import SpaceError
-from wbsweep.space import Space, parameter_violations, to_plain, translate
+from wbsweep.errors import SpaceError, TrialError
+from wbsweep.space import Replay, Space, parameter_violations, replay, to_plain, translate
 
 
 def one(call):
@@ -295,26 +295,105 @@ def test_range_depending_on_another_answer():
     assert "'heads'" in space_error(hp_space)
 
 
-def test_conditional_branch_parameter():
+def optimizer_space(trial):
+    """An optimizer choice with an optimizer-specific param on one branch only."""
+    optim = trial.suggest_categorical("optim", ["adamw_torch", "sgd", "adafactor"])
+    params = {"optim": optim, "learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-2)}
+    if optim == "sgd":  # the second choice: seen on the second pass
+        params["momentum"] = trial.suggest_float("momentum", 0.0, 0.99)
+    return params
+
+
+def test_conditional_space_is_the_union_of_its_branches():
+    assert translate(optimizer_space).parameters == {
+        "optim": {"values": ["adamw_torch", "sgd", "adafactor"]},
+        "learning_rate": {"distribution": "uniform", "min": 1e-5, "max": 1e-2},
+        "momentum": {"distribution": "uniform", "min": 0.0, "max": 0.99},
+    }
+
+
+def test_branch_only_on_a_high_bound_or_a_third_choice_is_seen():
     def hp_space(trial):
         model = trial.suggest_categorical("model", ["bert", "distilbert", "roberta"])
-        if model == "roberta":  # only the third choice: needs a third pass
+        if model == "roberta":
             trial.suggest_float("dropout", 0.0, 0.5)
-
-    message = space_error(hp_space)
-    assert message == (
-        "hp_space: parameter 'dropout' is only suggested on some branches; "
-        "W&B sweeps need a fixed set of parameters"
-    )
-
-
-def test_conditional_on_high_bound():
-    def hp_space(trial):
         if trial.suggest_float("lr", 1e-5, 1e-2, log=True) > 1e-3:
             trial.suggest_int("warmup_steps", 0, 100)
-            trial.suggest_int("accum", 1, 4)
+        return {}
 
-    assert "parameters 'accum', 'warmup_steps' are only suggested" in space_error(hp_space)
+    assert set(translate(hp_space).parameters) == {"model", "dropout", "lr", "warmup_steps"}
+
+
+def test_a_name_with_another_range_on_another_branch_is_refused():
+    def hp_space(trial):
+        if trial.suggest_categorical("optim", ["adamw_torch", "sgd"]) == "sgd":
+            return {"learning_rate": trial.suggest_float("learning_rate", 1e-3, 1e-1)}
+        return {"learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-3)}
+
+    assert "parameter 'learning_rate' is suggested with different ranges" in space_error(hp_space)
+
+
+# -------------------------------------------------------------------------- replay
+
+
+def test_replay_applies_derived_values():
+    def hp_space(trial):
+        return {"per_device_train_batch_size": 2 ** trial.suggest_int("log2_bs", 3, 5)}
+
+    replayed = replay(hp_space, {"log2_bs": 4.0})  # W&B's JSON may hand ints back as floats
+    assert replayed == Replay(returned={"per_device_train_batch_size": 16}, read={"log2_bs"})
+
+
+def test_replay_reads_only_its_branch():
+    sgd = replay(optimizer_space, {"optim": "sgd", "learning_rate": 0.01, "momentum": 0.9})
+    assert sgd is not None and sgd.returned["momentum"] == 0.9
+    adam = replay(optimizer_space, {"optim": "adamw_torch", "learning_rate": 0.01, "momentum": 0.9})
+    assert adam is not None
+    assert adam.returned == {"optim": "adamw_torch", "learning_rate": 0.01}
+    assert adam.read == {"optim", "learning_rate"}
+
+
+def test_replay_answers_with_the_choice_itself():
+    def hp_space(trial):
+        return {"accum": trial.suggest_categorical("accum", [1, 2.5, None])}
+
+    # W&B's JSON may hand the choice 1 back as 1.0: the trial still gets the int.
+    assert type(replay(hp_space, {"accum": 1.0}).returned["accum"]) is int
+    assert replay(hp_space, {"accum": None}).returned == {"accum": None}
+
+
+def test_nothing_to_replay_for_a_wandb_space():
+    wandb_space = {"parameters": {"learning_rate": {"values": [0.1, 0.2]}}}
+    assert replay(wandb_space, {"learning_rate": 0.1}) is None
+    assert replay(lambda trial: wandb_space, {"learning_rate": 0.1}) is None
+    assert replay(None, {"learning_rate": 0.1}) is None
+
+
+@pytest.mark.parametrize(
+    ("hp_space", "expected"),
+    [
+        (lambda t: {"lr": t.suggest_float("lr", 0, 1), "x": t.suggest_int("x", 0, 3)},
+         "hp_space(trial) asks for 'x', which is not a parameter of this sweep"),
+        (lambda t: t.suggest_float("lr", 0, 1),
+         "hp_space(trial) returned float, not the dict of params to apply"),
+        (lambda t: {"lr": t.suggest_float("lr", 0, 1) / 0},
+         "replaying hp_space(trial) raised ZeroDivisionError: float division by zero"),
+    ],
+)  # fmt: skip
+def test_replay_errors_are_one_line(hp_space, expected):
+    with pytest.raises(TrialError) as info:
+        replay(hp_space, {"lr": 0.5})
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value)
+
+
+def test_a_missing_param_is_not_hidden_by_user_code():
+    def hp_space(trial):
+        with contextlib.suppress(Exception):
+            trial.suggest_int("layers", 1, 4)
+        return {"lr": trial.suggest_float("lr", 0, 1)}
+
+    with pytest.raises(TrialError, match="'layers'"):
+        replay(hp_space, {"lr": 0.5})
 
 
 def test_unsupported_trial_method_named():
