@@ -2,7 +2,8 @@
 
 The choice covers every run any worker on any machine recorded: only runs that
 finished with a finite objective compete, ties go to the earlier run, and the
-hyperparameters are only the sweep's own parameters.
+hyperparameters are only the sweep's own parameters that the run used (not
+another branch's of a conditional ``hp_space``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def build_best_run(
 
     best = select_best(runs, sweep.goal)
     names = set(parameters if parameters is not None else sweep.config.get("parameters", {}))
+    names -= best.unused_params
     hyperparameters = {k: v for k, v in best.params.items() if k in names}
     return BestRun(
         run_id=best.id,

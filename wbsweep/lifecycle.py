@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from wbsweep.backends._wandb_records import RAN_AS_KEY
 from wbsweep.backends.base import Reporter
+from wbsweep.backends.records import UNUSED_KEY
 from wbsweep.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -36,7 +37,7 @@ from wbsweep.errors import (
     TrialStopped,
     UsageError,
 )
-from wbsweep.params import apply_params
+from wbsweep.params import RecordingParams, apply_params, trial_params, warn_unread
 from wbsweep.procs import PREEMPTION, Terminated, node_preempting
 from wbsweep.shape import ran_as
 from wbsweep.sweepfile import SweepFile
@@ -81,12 +82,18 @@ class TrialSetup(Protocol):
     compute_objective: Callable[[dict[str, float]], Any] | None
     #: The sweep file's ``SWEEP["project"]``, the W&B project's third choice.
     project: str | None
+    #: The search space, replayed with each run's sampled values (see :mod:`wbsweep.params`).
+    hp_space: Any
 
     def base_args(self) -> Any:
         """The base ``TrainingArguments`` the trial's params override."""
 
     def trainer(self, args: Any, params: Mapping[str, Any], callbacks: Sequence[Any]) -> Any:
-        """A ``Trainer`` with ``args``, a fresh model for ``params`` and ``callbacks`` added."""
+        """A ``Trainer`` with ``args``, a fresh model for ``params`` and ``callbacks`` added.
+
+        ``params`` is what ``model_init(trial)`` gets: pass this very object on, so
+        the trial sees which keys it reads.
+        """
 
     def done(self, trainer: Any, objective: float | None) -> None:
         """The trial ended (``objective`` None: it failed); undo per-trial changes."""
@@ -148,14 +155,18 @@ def run_trial(
         setup = SweepFileTrainer(setup)
     main = rank() == 0 if is_main is None else is_main
     PREEMPTION.reset()
-    args = apply_params(setup.base_args(), params, run_dir=f"run-{run_id}")
+    applied = trial_params(setup.hp_space, params)
+    args = apply_params(setup.base_args(), applied.arguments, run_dir=f"run-{run_id}")
+    how = ran_as()
+    if applied.unused:  # another branch's params: sampled, not used by this run
+        how[UNUSED_KEY] = list(applied.unused)
     # A preempted run left a checkpoint in its own output dir: it goes on from there.
     resume = last_checkpoint(args.output_dir)
     run = None
     if main and wandb is not None:
         settings = dataclasses.replace(wandb, sweep_project=wandb.sweep_project or setup.project)
         # Params last: a sweep run's config must hold the sweep's own values.
-        config = {**args.to_sanitized_dict(), RAN_AS_KEY: ran_as(), **params}
+        config = {**args.to_sanitized_dict(), RAN_AS_KEY: how, **params}
         run = TrialRun.open(settings, run_id=run_id, config=config, metric=metric, goal=goal)
     if ready is not None:
         ready()
@@ -173,13 +184,16 @@ def run_trial(
     ending = ending_callback(PREEMPTION, early_stop, stop_poll.step if stop_poll else None)
     callbacks = [evaluations, ending]
     if reporting is not None:
-        started = functools.partial(reporting.record_started, run_id, ran_as())
+        started = functools.partial(reporting.record_started, run_id, how)
         callbacks.append(first_step_callback(started))
 
     exit_code, trainer, objective = EXIT_FAILED, None, None
     try:
-        trainer = setup.trainer(args, params, callbacks)
+        model_params = RecordingParams(applied.model, checked=applied.checked)
+        trainer = setup.trainer(args, model_params, callbacks)
         trainer.train(resume_from_checkpoint=resume)
+        if main:  # model_init has run: a param that reached nothing is a typo or dead
+            warn_unread(model_params, args)
         if ending.preempted:  # a checkpoint is saved: leave, to resume later
             # This node's agent was told to go, or the agent died, or another rank (another
             # node of the trial) got the scheduler's SIGTERM: W&B hands the run out again.

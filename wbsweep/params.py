@@ -1,4 +1,12 @@
-"""Trial params into ``TrainingArguments``: each value typed as its field is.
+"""A run's params in its trial: what ``hp_space`` returns, then ``TrainingArguments``.
+
+:func:`trial_params` replays an Optuna-style ``hp_space`` with the run's sampled
+values (:func:`wbsweep.space.replay`), as Transformers' Optuna path applies what
+it returns: the returned dict sets ``TrainingArguments`` fields, and
+``model_init(trial)`` gets it merged with the sampled params of the run's
+branch. The other branches' params are unused on that run.
+
+Then each value is typed as its ``TrainingArguments`` field is.
 
 ``TrainingArguments`` validates the combination itself (``dataclasses.replace``
 runs its ``__post_init__``), so a trial fails with one line naming the param
@@ -20,13 +28,72 @@ import dataclasses
 import enum
 import functools
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from types import UnionType as _UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from wbsweep.errors import TrialError
+from wbsweep.space import replay
 
-__all__ = ["apply_params", "training_fields"]
+__all__ = [
+    "RecordingParams",
+    "TrialParams",
+    "apply_params",
+    "trial_params",
+    "training_fields",
+    "unused_params",
+    "warn_unread",
+]
+
+
+@dataclass(frozen=True)
+class TrialParams:
+    """What one run's sampled params become in its trial.
+
+    Attributes:
+        arguments: What sets ``TrainingArguments`` fields (the keys that are fields).
+        model: What ``model_init(trial)`` gets.
+        unused: The sampled params this run's branch of ``hp_space`` did not read.
+        checked: The keys that have no effect unless they are ``TrainingArguments``
+            fields or ``model_init`` reads them.
+    """
+
+    arguments: dict[str, Any]
+    model: dict[str, Any]
+    unused: tuple[str, ...] = ()
+    checked: tuple[str, ...] = ()
+
+
+def trial_params(hp_space: Any, sampled: Mapping[str, Any]) -> TrialParams:
+    """The run's params as its trial applies them, ``hp_space`` replayed with ``sampled``.
+
+    With nothing to replay (a W&B dict space), the sampled params apply as they are.
+
+    Raises:
+        TrialError: The replay failed (see :func:`wbsweep.space.replay`).
+
+    >>> def hp_space(trial):
+    ...     optim = trial.suggest_categorical("optim", ["sgd", "adamw_torch"])
+    ...     extra = {"momentum": trial.suggest_float("momentum", 0, 1)} if optim == "sgd" else {}
+    ...     return {"optim": optim, "batch": 2 ** trial.suggest_int("log2_bs", 3, 5), **extra}
+    >>> applied = trial_params(hp_space, {"optim": "adamw_torch", "momentum": 0.9, "log2_bs": 4})
+    >>> applied.arguments
+    {'optim': 'adamw_torch', 'batch': 16}
+    >>> applied.model, applied.unused
+    ({'optim': 'adamw_torch', 'log2_bs': 4, 'batch': 16}, ('momentum',))
+    """
+    replayed = replay(hp_space, sampled)
+    if replayed is None:
+        return TrialParams(dict(sampled), dict(sampled), (), tuple(sampled))
+    branch = {k: v for k, v in sampled.items() if k in replayed.read}
+    return TrialParams(
+        arguments=dict(replayed.returned),
+        model={**branch, **replayed.returned},
+        unused=tuple(sorted(set(sampled) - replayed.read)),
+        checked=tuple(replayed.returned),
+    )
 
 
 def apply_params(base: Any, params: Mapping[str, Any], *, run_dir: str | None = None) -> Any:
@@ -145,3 +212,101 @@ def _convert(value: Any, target: type) -> Any:
     if target is str and isinstance(value, int | float):
         return str(value)
     return _NOT_CONVERTED
+
+
+# ----------------------------------------------------------------- what model_init reads
+
+
+class RecordingParams(dict):
+    """The trial's params as ``model_init`` sees them, noting which keys it reads.
+
+    Anything that enumerates the dict (iteration, ``keys``, ``items``,
+    ``values``, ``copy``, ``dict(trial)``, ``**trial``) counts as reading every
+    key: the model may use any of them. ``checked`` are the keys that do nothing
+    unless read or a ``TrainingArguments`` field [default: every key].
+    """
+
+    def __init__(self, params: Mapping[str, Any], checked: tuple[str, ...] | None = None) -> None:
+        super().__init__(params)
+        self.read: set[str] = set()
+        self.checked = tuple(params) if checked is None else checked
+
+    def _all(self) -> None:
+        self.read.update(super().keys())
+
+    def __getitem__(self, key: Any) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.read.add(key)
+        return super().__contains__(key)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        self.read.add(key)
+        return super().pop(key, *default)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().setdefault(key, default)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._all()
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self._all()
+        return super().keys()
+
+    def items(self) -> Any:
+        self._all()
+        return super().items()
+
+    def values(self) -> Any:
+        self._all()
+        return super().values()
+
+    def copy(self) -> dict[str, Any]:
+        self._all()
+        return dict(super().items())
+
+
+def unused_params(
+    params: Mapping[str, Any] | tuple[str, ...], args: Any, read: set[str]
+) -> list[str]:
+    """Params that are neither ``TrainingArguments`` fields nor read by ``model_init``.
+
+    >>> @dataclasses.dataclass
+    ... class Args:
+    ...     learning_rate: float = 0.1
+    >>> unused_params({"learning_rate": 1, "dropout": 0, "typo": 2}, Args(), {"dropout"})
+    ['typo']
+    """
+    fields = {f.name for f in dataclasses.fields(args)}
+    return sorted(k for k in params if k not in fields and k not in read)
+
+
+_WARNED: set[str] = set()
+
+
+def warn_unread(params: RecordingParams, args: Any) -> None:
+    """One warning, once per process and name, for params that can have no effect.
+
+    Called after ``model_init`` ran with ``params``: its checked keys that are
+    neither ``TrainingArguments`` fields nor read by it (a typo, a dead param).
+    """
+    names = [n for n in unused_params(params.checked, args, params.read) if n not in _WARNED]
+    if not names:
+        return
+    _WARNED.update(names)
+    warnings.warn(
+        f"wbsweep: param(s) {', '.join(names)} are neither TrainingArguments fields nor read "
+        "by model_init(trial); they have no effect",
+        UserWarning,
+        stacklevel=2,
+    )

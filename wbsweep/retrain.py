@@ -1,10 +1,12 @@
 """Retraining with the best run: the last step of the Transformers docs' search recipe.
 
 ``retrain`` builds ``TrainingArguments`` from the sweep file's base arguments
-plus the best hyperparameters, trains a fresh model from ``model_init`` (on
-train+eval with ``full``), and saves it with what it used: the model, the
-tokenizer/processor when the sweep file gives one, ``training_args.bin``
-(Transformers' own record of the arguments) and ``wbsweep_best.json``.
+plus what ``hp_space`` returns for the best hyperparameters (replayed, as each
+trial applied them: :func:`wbsweep.params.trial_params`), trains a fresh model
+from ``model_init`` (on train+eval with ``full``), and saves it with what it
+used: the model, the tokenizer/processor when the sweep file gives one,
+``training_args.bin`` (Transformers' own record of the arguments) and
+``wbsweep_best.json``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wbsweep.params import apply_params, training_fields
+from wbsweep.params import apply_params, training_fields, trial_params
 from wbsweep.sweepfile import SweepFile
 from wbsweep.training import ModelInit, datasets_of, trainer_kwargs_of
 
@@ -75,12 +77,13 @@ def retrain(
     hyperparameters = dict(best.hyperparameters)
     base = sweep.training_args()
     target = str(output_dir or Path(base.output_dir) / f"best-{best.run_id}")
-    args = apply_params(base, hyperparameters)
+    applied = trial_params(sweep.hp_space, hyperparameters)
+    args = apply_params(base, applied.arguments)
     args = _with_output_dir(args, target)
     train_dataset, eval_dataset = datasets_of(sweep)
     if full:
         train_dataset = _concatenate(train_dataset, eval_dataset)
-    model = ModelInit(sweep.model_init, dict(hyperparameters))()
+    model = ModelInit(sweep.model_init, applied.model)()
     trainer = Trainer(
         model=model,
         args=args,

@@ -261,6 +261,7 @@ class SweepFileTrainer:
     def __init__(self, sweep: SweepFile) -> None:
         self.sweep = sweep
         self.compute_objective = sweep.compute_objective
+        self.hp_space = sweep.hp_space
         project = sweep.defaults.get("project")
         self.project: str | None = str(project) if project else None
 
@@ -281,7 +282,7 @@ class SweepFileTrainer:
         kwargs = trainer_kwargs_of(self.sweep)
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), *callbacks]
         return Trainer(
-            model_init=ModelInit(self.sweep.model_init, dict(params)),
+            model_init=ModelInit(self.sweep.model_init, params),
             args=args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,

@@ -71,7 +71,7 @@ def runs_table(runs: Sequence[RunRecord], metric: str) -> str:
                 run.id,
                 str(run.state),
                 f"{run.objective:.6g}" if run.objective is not None else "",
-                " ".join(f"{k}={_short(v)}" for k, v in run.params.items()),
+                _params(run.params, run.unused_params),
                 _ranks(run.ran_as),
                 _clock(run.claimed_at),
                 f"{took:.0f}" if took is not None else "",
@@ -85,9 +85,16 @@ def runs_table(runs: Sequence[RunRecord], metric: str) -> str:
     )
 
 
+def _params(params: Mapping[str, Any], unused: frozenset[str] = frozenset()) -> str:
+    return " ".join(f"{k}={_short(v)}" for k, v in params.items() if k not in unused)
+
+
 def _note(run: RunRecord, width: int = 60) -> str:
     """A rerun names the run it reruns; a failed run says why (``--json`` has it whole)."""
     parts = [f"rerun of {run.retry_of}"] if run.retry_of else []
+    unused = {k: v for k, v in run.params.items() if k in run.unused_params}
+    if unused:  # sampled for another branch of hp_space: this run did not use them
+        parts.append(f"unused: {_params(unused)}")
     if run.ran_as.get("override"):
         parts.append("shape overridden by its agent")
     if run.requeues:

@@ -13,7 +13,7 @@ import pytest
 import wbsweep.hf
 from wbsweep.errors import ConfigError
 from wbsweep.hf.search import parse_options, sweep_config
-from wbsweep.hf.session import RecordingParams, unused_params
+from wbsweep.params import RecordingParams, unused_params
 
 # ---------------------------------------------------------------- install
 

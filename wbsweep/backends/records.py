@@ -24,6 +24,8 @@ MAX_FAILURES_ENV = "WBSWEEP_MAX_CONSECUTIVE_FAILURES"
 MAX_RETRIES_ENV = "WBSWEEP_MAX_RETRIES"
 #: How ``wbsweep agent`` passes ``--count`` on to each local worker.
 COUNT_ENV = "WBSWEEP_WORKER_COUNT"
+#: The ``RunRecord.ran_as`` key for the sweep params the run's trial did not use.
+UNUSED_KEY = "unused_params"
 
 __all__ = [
     "DEFAULT_MAX_FAILURES",
@@ -38,6 +40,7 @@ __all__ = [
     "RunEnd",
     "RunRecord",
     "SweepRecord",
+    "UNUSED_KEY",
 ]
 
 
@@ -70,12 +73,18 @@ class RunRecord:
     #: How many times W&B handed this same run out again after it crashed.
     requeues: int = 0
     #: How the trial ran: ranks, mixed precision, nodes, and whether an agent's flags
-    #: overrode the sweep's recorded shape (see :func:`wbsweep.shape.ran_as`).
+    #: overrode the sweep's recorded shape (see :func:`wbsweep.shape.ran_as`); and
+    #: under ``UNUSED_KEY``, the params its branch of ``hp_space`` did not read.
     ran_as: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_finite_objective(self) -> bool:
         return self.objective is not None and math.isfinite(self.objective)
+
+    @property
+    def unused_params(self) -> frozenset[str]:
+        """The sweep params this run was given but did not use (another branch's)."""
+        return frozenset(self.ran_as.get(UNUSED_KEY) or ())
 
 
 @dataclass(frozen=True)

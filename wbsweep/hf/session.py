@@ -21,89 +21,12 @@ the new arguments as ``_hp_search_setup`` does.
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wbsweep.training import ModelInit
 
-__all__ = ["RecordingParams", "TrainerSession", "unused_params"]
-
-logger = logging.getLogger("wbsweep.hf")
-
-
-class RecordingParams(dict):
-    """The trial's params as ``model_init`` sees them, noting which keys it reads.
-
-    Anything that enumerates the dict (iteration, ``keys``, ``items``,
-    ``values``, ``copy``, ``dict(trial)``, ``**trial``) counts as reading every
-    key: the model may use any of them.
-    """
-
-    def __init__(self, params: Mapping[str, Any]) -> None:
-        super().__init__(params)
-        self.read: set[str] = set()
-
-    def _all(self) -> None:
-        self.read.update(super().keys())
-
-    def __getitem__(self, key: Any) -> Any:
-        self.read.add(key)
-        return super().__getitem__(key)
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        self.read.add(key)
-        return super().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        if isinstance(key, str):
-            self.read.add(key)
-        return super().__contains__(key)
-
-    def pop(self, key: Any, *default: Any) -> Any:
-        self.read.add(key)
-        return super().pop(key, *default)
-
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        self.read.add(key)
-        return super().setdefault(key, default)
-
-    def __iter__(self) -> Iterator[Any]:
-        self._all()
-        return super().__iter__()
-
-    def keys(self) -> Any:
-        self._all()
-        return super().keys()
-
-    def items(self) -> Any:
-        self._all()
-        return super().items()
-
-    def values(self) -> Any:
-        self._all()
-        return super().values()
-
-    def copy(self) -> dict[str, Any]:
-        self._all()
-        return dict(super().items())
-
-
-def unused_params(params: Mapping[str, Any], args: Any, read: set[str]) -> list[str]:
-    """Params that are neither ``TrainingArguments`` fields nor read by ``model_init``.
-
-    >>> from types import SimpleNamespace
-    >>> import dataclasses
-    >>> @dataclasses.dataclass
-    ... class Args:
-    ...     learning_rate: float = 0.1
-    >>> unused_params({"learning_rate": 1, "dropout": 0, "typo": 2}, Args(), {"dropout"})
-    ['typo']
-    """
-    fields = {f.name for f in dataclasses.fields(args)}
-    return sorted(k for k in params if k not in fields and k not in read)
+__all__ = ["TrainerSession"]
 
 
 class TrainerSession:
@@ -124,12 +47,10 @@ class TrainerSession:
         self.compute_objective = trainer.compute_objective
         self._base_args = trainer.args
         self._model_init = trainer.model_init
-        self._reported = False
+        #: What Transformers' ``hyperparameter_search`` set (its default space, if none was given).
+        self.hp_space = getattr(trainer, "hp_space", None)
         self._added_callbacks: list[Any] = []
         self._trial_callbacks: list[Any] = []
-        self._bound: ModelInit | None = None
-        self._recorded: RecordingParams | None = None
-        self._params: dict[str, Any] = {}
 
     # -- the search's lifetime -------------------------------------------------------
 
@@ -173,10 +94,7 @@ class TrainerSession:
 
         trainer = self._trainer
         self._use_args(args)
-        self._params = dict(params)
-        self._recorded = RecordingParams(params)
-        self._bound = ModelInit(self._model_init, self._recorded)
-        trainer.model_init = self._bound
+        trainer.model_init = ModelInit(self._model_init, params)
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, WandbCallback):
                 # Set up again against this trial's run (config, step metric).
@@ -192,21 +110,3 @@ class TrainerSession:
             trainer.remove_callback(callback)
         self._trial_callbacks = []
         trainer.objective = objective
-        if self._bound is not None and self._bound.calls and self._recorded is not None:
-            self._report_unused(self._params, self._recorded.read)
-
-    def _report_unused(self, params: Mapping[str, Any], read: set[str]) -> None:
-        """Once per search, after the first trial's ``model_init`` ran: typos, dead params."""
-        if self._reported:
-            return
-        self._reported = True
-        unused = unused_params(params, self._base_args, read)
-        if not unused or not self.is_main:
-            return
-        names = ", ".join(unused)
-        message = (
-            f"hyperparameter_search: param(s) {names} are neither TrainingArguments fields "
-            "nor read by model_init(trial); the sweep varies them without effect"
-        )
-        logger.warning(message)
-        warnings.warn(message, UserWarning, stacklevel=2)
