@@ -116,14 +116,18 @@ def tiny_trainer(tmp_path: Path, model_init: Any = tiny_model, **kwargs: Any) ->
 
 
 def optuna_space(trial: Any) -> dict[str, Any]:
-    return {
+    """Optuna style, with a derived batch size and an AdamW-only param."""
+    optim = trial.suggest_categorical("optim", ["adamw_torch", "sgd"])
+    space = {
         "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
-        "per_device_train_batch_size": trial.suggest_categorical(
-            "per_device_train_batch_size", [8, 16]
-        ),
+        "per_device_train_batch_size": 2 ** trial.suggest_int("log2_bs", 3, 4),
         "hidden_dropout_prob": trial.suggest_float("hidden_dropout_prob", 0.0, 0.3),
         "warmup_typo": trial.suggest_float("warmup_typo", 0.0, 0.1),
+        "optim": optim,
     }
+    if optim == "adamw_torch":
+        space["adam_beta1"] = trial.suggest_float("adam_beta1", 0.8, 0.9)
+    return space
 
 
 def test_local_search_in_process(tmp_path: Path) -> None:
@@ -131,7 +135,8 @@ def test_local_search_in_process(tmp_path: Path) -> None:
 
     def model_init(trial: dict[str, Any] | None) -> Any:
         if trial is not None:
-            seen.append(dict(hidden_dropout_prob=trial["hidden_dropout_prob"]))
+            batch = trial["per_device_train_batch_size"]
+            seen.append(dict(hidden_dropout_prob=trial["hidden_dropout_prob"], batch=batch))
         return tiny_model(trial)
 
     trainer = tiny_trainer(tmp_path, model_init)
@@ -149,7 +154,12 @@ def test_local_search_in_process(tmp_path: Path) -> None:
     winner = min(runs, key=lambda r: r.objective)
     assert best.run_id == winner.id
     assert best.objective == pytest.approx(winner.objective)
-    assert best.hyperparameters == winner.params
+    # What hp_space returned applied; another branch's param is left out of the BestRun.
+    assert best.hyperparameters == {
+        k: v for k, v in winner.params.items() if k not in winner.unused_params
+    }
+    for run in runs:
+        assert run.unused_params == ({"adam_beta1"} if run.params["optim"] == "sgd" else set())
     # As Transformers' W&B backend: run_summary is the sweep id, and passing it back
     # (after a restart) joins that sweep; with nothing left to run it says the same.
     assert best.run_summary == sweep.id
@@ -166,6 +176,7 @@ def test_local_search_in_process(tmp_path: Path) -> None:
     assert [s["hidden_dropout_prob"] for s in seen] == [
         r.params["hidden_dropout_prob"] for r in runs
     ]
+    assert [s["batch"] for s in seen] == [2 ** r.params["log2_bs"] for r in runs]
     # the unused param is reported once, by name; model params are not
     unused = [w for w in caught if "warmup_typo" in str(w.message)]
     assert len(unused) == 1

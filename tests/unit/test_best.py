@@ -59,3 +59,27 @@ def test_best_run_from_store_has_only_sweep_params(tmp_path: Path) -> None:
     assert best.objective == pytest.approx(0.2)
     assert best.run_summary["accuracy"] == pytest.approx(0.2)
     assert best.run_summary["eval_accuracy"] == pytest.approx(0.2)
+
+
+def test_params_a_run_did_not_use_are_left_out_of_its_best_run() -> None:
+    from types import SimpleNamespace
+
+    from wbsweep.backends._wandb_records import RAN_AS_KEY, run_record
+    from wbsweep.best import build_best_run
+
+    sweep = base.SweepRecord(
+        "e/p/s",
+        {"metric": {"name": "loss", "goal": "minimize"}, "parameters": {"optim": {}, "beta": {}}},
+        "RUNNING",
+    )
+    # As a W&B run records it: every sweep param in its config, the unused ones beside.
+    wandb_run = SimpleNamespace(
+        id="r1",
+        state="finished",
+        config={"optim": "sgd", "beta": 0.85, RAN_AS_KEY: {"ranks": 1, "unused_params": ["beta"]}},
+        summary_metrics='{"loss": {"min": 0.2}}',
+    )
+    record = run_record(wandb_run, sweep)
+    assert record.params == {"optim": "sgd", "beta": 0.85}
+    assert record.unused_params == {"beta"}
+    assert build_best_run(sweep, [record]).hyperparameters == {"optim": "sgd"}
