@@ -35,7 +35,7 @@ from types import UnionType as _UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from wbsweep.errors import TrialError
-from wbsweep.space import replay
+from wbsweep.space import replay, suggested_names
 
 __all__ = [
     "RecordingParams",
@@ -69,10 +69,12 @@ class TrialParams:
 def trial_params(hp_space: Any, sampled: Mapping[str, Any]) -> TrialParams:
     """The run's params as its trial applies them, ``hp_space`` replayed with ``sampled``.
 
-    With nothing to replay (a W&B dict space), the sampled params apply as they are.
+    With nothing to replay (a W&B dict space), the sampled params apply as they are;
+    so do sampled params that ``hp_space`` suggests on no branch at all.
 
     Raises:
         TrialError: The replay failed (see :func:`wbsweep.space.replay`).
+        SpaceError: ``hp_space`` can no longer be traced (it changed since ``create``).
 
     >>> def hp_space(trial):
     ...     optim = trial.suggest_categorical("optim", ["sgd", "adamw_torch"])
@@ -87,12 +89,17 @@ def trial_params(hp_space: Any, sampled: Mapping[str, Any]) -> TrialParams:
     replayed = replay(hp_space, sampled)
     if replayed is None:
         return TrialParams(dict(sampled), dict(sampled), (), tuple(sampled))
+    unread = set(sampled) - replayed.read
+    # A sweep param hp_space never suggests (the sweep was made from another space,
+    # a W&B YAML) applies by name, as a W&B dict space's params do.
+    known = suggested_names(hp_space) if unread else frozenset()
+    foreign = {k: v for k, v in sampled.items() if k in unread and k not in known}
     branch = {k: v for k, v in sampled.items() if k in replayed.read}
     return TrialParams(
-        arguments=dict(replayed.returned),
-        model={**branch, **replayed.returned},
-        unused=tuple(sorted(set(sampled) - replayed.read)),
-        checked=tuple(replayed.returned),
+        arguments={**foreign, **replayed.returned},
+        model={**foreign, **branch, **replayed.returned},
+        unused=tuple(sorted(unread - set(foreign))),
+        checked=(*replayed.returned, *foreign),
     )
 
 

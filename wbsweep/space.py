@@ -42,7 +42,15 @@ from wbsweep.distributions import (
 from wbsweep.errors import SpaceError, TrialError
 from wbsweep.values import to_plain
 
-__all__ = ["Replay", "Space", "parameter_violations", "replay", "to_plain", "translate"]
+__all__ = [
+    "Replay",
+    "Space",
+    "parameter_violations",
+    "replay",
+    "suggested_names",
+    "to_plain",
+    "translate",
+]
 
 _MAX_PASSES = 32
 _SUPPORTED = (
@@ -255,6 +263,15 @@ def replay(hp_space: Any, sampled: Mapping[str, Any]) -> Replay | None:
             f"hp_space(trial) returned {type(result).__name__}, not the dict of params to apply"
         )
     return Replay(returned=dict(result), read=frozenset(trial.read))
+
+
+def suggested_names(hp_space: Callable[[Any], Any]) -> frozenset[str]:
+    """Every name an Optuna-style ``hp_space`` suggests, on any branch the trace sees.
+
+    Raises:
+        SpaceError: ``hp_space`` cannot be traced (see :func:`translate`).
+    """
+    return frozenset(_trace(hp_space)[0])
 
 
 def _from_dict(value: Any, origin: str) -> Space:

@@ -11,7 +11,7 @@ from transformers.trainer_utils import IntervalStrategy, SchedulerType
 from transformers.training_args import OptimizerNames
 
 from wbsweep.errors import TrialError
-from wbsweep.params import apply_params
+from wbsweep.params import apply_params, trial_params
 
 
 @pytest.fixture
@@ -93,3 +93,18 @@ def test_combinations_trainingarguments_rejects_become_trial_errors(
     # TrainingArguments' own validation still runs on the trial's copy.
     with pytest.raises(TrialError, match="rejected"):
         apply_params(base, {"eval_strategy": "steps", "eval_steps": 0, "logging_steps": 0})
+
+
+def test_a_sweep_param_hp_space_never_suggests_applies_by_name() -> None:
+    def hp_space(trial: Any) -> dict[str, Any]:
+        optim = trial.suggest_categorical("optim", ["sgd", "adamw_torch"])
+        beta = {"adam_beta1": trial.suggest_float("adam_beta1", 0.8, 0.9)} if optim != "sgd" else {}
+        return {"optim": optim, **beta}
+
+    # A sweep made from another space (a W&B YAML) with a param of its own.
+    sampled = {"optim": "sgd", "adam_beta1": 0.85, "lr_scheduler_type": "cosine"}
+    applied = trial_params(hp_space, sampled)
+    assert applied.arguments == {"lr_scheduler_type": "cosine", "optim": "sgd"}
+    assert applied.unused == ("adam_beta1",)
+    args = apply_params(TrainingArguments(output_dir="out"), applied.arguments)
+    assert (args.optim, args.lr_scheduler_type, args.adam_beta1) == ("sgd", "cosine", 0.9)
