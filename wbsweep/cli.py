@@ -220,17 +220,33 @@ def status(sweep: str, store: str | None, as_json: bool) -> None:
 @click.option(
     "--args", "as_args", is_flag=True, help="Print the best params as TrainingArguments overrides."
 )
-def best(sweep: str, store: str | None, as_json: bool, as_args: bool) -> None:
+@click.option(
+    "--sweep-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --args: the sweep file whose hp_space is replayed [default: the sweep's].",
+)
+def best(
+    sweep: str, store: str | None, as_json: bool, as_args: bool, sweep_file: str | None
+) -> None:
     """The BestRun of SWEEP, over every worker that ran it."""
     from wbsweep.best import best_run
 
     target, sweep_id = backend_for_sweep(sweep, store=store)
     result = best_run(target, sweep_id)
     if as_args:
-        from wbsweep.retrain import args_overrides, split_params
+        from wbsweep.retrain import best_overrides
+        from wbsweep.sweepfile import load_sweep_file
 
-        click.echo(shlex.join(args_overrides(result.hyperparameters)))
-        _, model_params = split_params(result.hyperparameters)
+        path = sweep_file or target.sweep(sweep_id).sweep_file
+        if path and os.path.isfile(path):
+            tokens, model_params = best_overrides(load_sweep_file(path), result.hyperparameters)
+        else:
+            if sweep_file:
+                raise UsageError(f"--sweep-file {sweep_file!r} not found")
+            click.echo("hp_space not replayed: no sweep file here (--sweep-file)", err=True)
+            tokens, model_params = best_overrides(None, result.hyperparameters)
+        click.echo(shlex.join(tokens))
         if model_params:
             shown = " ".join(f"{k}={v}" for k, v in model_params.items())
             click.echo(f"model_init params (not TrainingArguments): {shown}", err=True)
@@ -302,11 +318,10 @@ def _yaml(config: dict[str, Any]) -> str:
     return yaml.safe_dump(config, sort_keys=False).rstrip()
 
 
-if __name__ == "__main__":
-    main()
-
-
 # Registered last: the agent command lives in its own module.
 from wbsweep.cli_agent import agent  # noqa: E402
 
 main.add_command(agent)
+
+if __name__ == "__main__":
+    main()

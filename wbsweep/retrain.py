@@ -42,6 +42,20 @@ def split_params(hyperparameters: Mapping[str, Any]) -> tuple[dict[str, Any], di
     return args, model
 
 
+def best_overrides(
+    sweep: SweepFile | None, hyperparameters: Mapping[str, Any]
+) -> tuple[list[str], dict[str, Any]]:
+    """The best run as its trial applied it: ``TrainingArguments`` tokens and ``model_init``'s
+    params, with ``hp_space`` replayed (derived values, its branch only) when ``sweep`` is given.
+    """
+    if sweep is None:
+        return args_overrides(hyperparameters), split_params(hyperparameters)[1]
+    applied = trial_params(sweep.hp_space, hyperparameters)
+    fields = training_fields()
+    model = {k: v for k, v in applied.model.items() if k not in fields}
+    return args_overrides(applied.arguments), model
+
+
 def args_overrides(hyperparameters: Mapping[str, Any]) -> list[str]:
     """The ``TrainingArguments`` overrides as command-line tokens (``HfArgumentParser`` style).
 

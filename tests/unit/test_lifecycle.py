@@ -147,3 +147,12 @@ def test_a_trial_applies_what_hp_space_returns(tmp_path: Path) -> None:
     assert best.hyperparameters == {
         k: v for k, v in runs[best.run_id].params.items() if k != "adam_beta1"
     }
+    # `best --args` prints the overrides as the trial applied them: the derived batch size,
+    # not the sampled exponent; the model params, derived ones included, apart on stderr.
+    overrides = invoke("best", sweep_id, "--args")
+    assert overrides.exit_code == 0, overrides.stderr
+    batch = 2 ** runs[best.run_id].params["log2_bs"]
+    assert overrides.stdout.split() == [
+        "--optim", "sgd", "--per_device_train_batch_size", str(batch),
+    ]  # fmt: skip
+    assert "hidden_sise=32" in overrides.stderr and "log2_bs" in overrides.stderr
