@@ -49,7 +49,7 @@ def test_plain_wandb_agent_on_another_clone_runs_the_trial_with_the_users_accele
     repo, node = clone(tmp_path, "repo"), clone(tmp_path, "node")
     created = in_dir(
         repo, "create", SWEEP_FILE, "--backend", "wandb", "--project", "proj", "--json",
-        "--n-trials", "1", "--mixed-precision", "bf16",
+        "--n-trials", "1", "--mixed-precision", "bf16", "--", "--dynamo_mode", "max-autotune",
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     path = json.loads(created.stdout)["sweep_id"]
@@ -90,6 +90,7 @@ def test_plain_wandb_agent_on_another_clone_runs_the_trial_with_the_users_accele
     # Seen inside the trial: the sweep's recorded precision, over the node's "no"...
     assert begin["mixed_precision"] == "bf16"
     assert begin["accelerate_debug"] == "true"  # ...and the node's other settings kept
+    assert begin["dynamo_mode"] == "max-autotune"  # the accelerate flag recorded at create
     assert begin["cwd"] == str(node)  # the node's clone, not the one the sweep came from
     assert (node / "outputs" / "record_ranks" / f"run-{run['id']}").is_dir()
 

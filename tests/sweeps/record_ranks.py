@@ -115,6 +115,7 @@ def trainer_kwargs() -> dict[str, Any]:
                 mixed_precision=str(AcceleratorState().mixed_precision),
                 torch_threads=torch.get_num_threads(),
                 accelerate_debug=os.environ.get("ACCELERATE_DEBUG_MODE"),
+                dynamo_mode=os.environ.get("ACCELERATE_DYNAMO_MODE"),
                 cwd=os.getcwd(),
             )
 
