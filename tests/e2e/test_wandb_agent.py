@@ -190,7 +190,7 @@ def test_stop_run_sigterms_the_child_and_the_run_is_killed(
         run = wandb_double.wait_for_run(states={"running"}, sweep_id=sweep_id, timeout=60)
         wandb_double.stop_run(run["id"])
         wandb_double.wait_for_run(states={"killed"}, sweep_id=sweep_id, timeout=60)
-        # the agent would notice at its next 5 s poll and exit (--count 1); spare the wait
+        # the agent would notice at its next poll and exit (--count 1); spare the wait
         proc.terminate()
         proc.communicate(timeout=60)
     finally:

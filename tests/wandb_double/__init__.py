@@ -29,10 +29,13 @@ answer) and ``errors`` (its own failures).  ``WANDB_DOUBLE_LOG=path`` logs
 every request as a JSON line, query text included.
 
 Speed: ``wandb agent`` waits ``Agent.POLL_INTERVAL`` (5 s, a class constant
-no environment variable changes) before every heartbeat, so the first run
-starts about 5 s after the agent registers, each further run waits for the next
-heartbeat after the previous one ends, and ``--count N`` exits at the poll after
-the N-th run ends.  Budget about 5-6 s per trial plus 2-3 s for the CLI start.
+no environment variable changes) before every heartbeat. With ``env()``'s lean
+settings (the fixture's) a ``wandb agent`` child polls every second instead
+(``fast_agent/sitecustomize.py``, on ``PYTHONPATH``, sets that constant in a
+``wandb agent`` process, nothing else): a run starts about 1 s after the agent
+registers, the next one about 1 s after the previous ends, and ``--count N``
+exits at the poll after the N-th run ends.  Budget about 1-2 s per trial plus
+2-3 s for the CLI start.
 """
 
 from __future__ import annotations
