@@ -258,7 +258,7 @@ def example_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     record.mkdir(exist_ok=True)
     return {
         **os.environ, "HF_TEST_RECORD": str(record), "HF_SEARCH_N_TRIALS": "3",
-        "PYTHONPATH": str(REPO), **extra,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **extra,
     }  # fmt: skip
 
 
@@ -450,10 +450,11 @@ def test_a_stop_from_wandb_ends_an_in_process_trial_and_the_search_goes_on(
 
     steps: list[tuple[str, int]] = []
 
-    class SlowSteps(TrainerCallback):  # long enough for the stop to arrive mid-training
+    class SlowSteps(TrainerCallback):  # the first run: long enough for the stop to land in it
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             steps.append((args.output_dir, state.global_step))
-            time.sleep(0.2)
+            if args.output_dir == steps[0][0]:
+                time.sleep(0.2)
 
     trainer = tiny_trainer(tmp_path, callbacks=[SlowSteps()])
     trainer.args = TrainingArguments(**{**trainer.args.to_dict(), "num_train_epochs": 20})

@@ -28,14 +28,16 @@ heartbeats answered), ``api_keys_seen``, ``unknown`` (ops/fields it could not
 answer) and ``errors`` (its own failures).  ``WANDB_DOUBLE_LOG=path`` logs
 every request as a JSON line, query text included.
 
-Speed: ``wandb agent`` waits ``Agent.POLL_INTERVAL`` (5 s, a class constant
-no environment variable changes) before every heartbeat. With ``env()``'s lean
-settings (the fixture's) a ``wandb agent`` child polls every second instead
-(``fast_agent/sitecustomize.py``, on ``PYTHONPATH``, sets that constant in a
-``wandb agent`` process, nothing else): a run starts about 1 s after the agent
-registers, the next one about 1 s after the previous ends, and ``--count N``
-exits at the poll after the N-th run ends.  Budget about 1-2 s per trial plus
-2-3 s for the CLI start.
+Speed: the SDK's sweep agents wait 5 s between heartbeats (``wandb agent``'s
+``Agent.POLL_INTERVAL``, the in-process ``wandb.agent``'s
+``HEARTBEAT_SLEEP_SECONDS``: class constants no environment variable changes).
+Under the fixture both wait 1 s instead, in this process and in every child:
+``env()``'s lean settings put ``fast_agent/sitecustomize.py`` on ``PYTHONPATH``,
+which sets those two constants as their modules load and changes nothing else.
+A run then starts about 1 s after the agent registers, the next one about 1 s
+after the previous ends, and ``wandb agent --count N`` exits at the poll after
+the N-th run ends.  Budget about 1-2 s per trial plus 2-3 s for the CLI start.
+(The in-process agent still waits up to 10 s at its end: two fixed 5 s waits.)
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from collections.abc import Iterator
 import pytest
 
 from ._double import STOPPED_STATES, WandbDouble
+from ._fast_agent import AGENT_POLL
 from ._graphql import GraphQLError
 
 __all__ = ["STOPPED_STATES", "GraphQLError", "WandbDouble", "reset_wandb", "wandb_double"]
@@ -69,6 +72,8 @@ def wandb_double(monkeypatch: pytest.MonkeyPatch) -> Iterator[WandbDouble]:
     try:
         for key, value in double.env().items():
             monkeypatch.setenv(key, value)
+        # This process's in-process agent polls as fast as its children's (fast_agent/).
+        monkeypatch.setattr("wandb.agents.pyagent.Agent.HEARTBEAT_SLEEP_SECONDS", float(AGENT_POLL))
         reset_wandb()
         yield double
     finally:

@@ -136,7 +136,7 @@ class WandbDouble:
         ``lean`` also turns off what only adds traffic and seconds without
         changing the protocol a sweep uses: system-metric sampling, metadata
         collection (git, pip freeze), code saving and the version check; and a
-        ``wandb agent`` child polls every second instead of every 5 s.
+        child's sweep agent polls every second instead of every 5 s.
         """
         env = {
             "WANDB_BASE_URL": self.base_url,
@@ -158,7 +158,7 @@ class WandbDouble:
                     # stream history every second (default 15 s) so early
                     # termination and tests see logged rows while a run is live
                     "WANDB_X_FILE_STREAM_TRANSMIT_INTERVAL": "1",
-                    # `wandb agent` heartbeats every second, not every 5 s
+                    # a sweep agent heartbeats every second, not every 5 s
                     # (fast_agent/sitecustomize.py)
                     **fast_agent_env(os.environ),
                 }

@@ -1,4 +1,4 @@
-"""The environment that makes a ``wandb agent`` child heartbeat every second.
+"""The environment that makes a child's sweep agent heartbeat every second.
 
 See ``fast_agent/sitecustomize.py``: only the agent's poll period changes.
 """
@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-#: Seconds between a ``wandb agent``'s heartbeats here (the SDK's own is 5 s).
+#: Seconds between a sweep agent's heartbeats here (the SDK's own is 5 s).
 AGENT_POLL = "1"
 POLL_ENV = "WANDB_DOUBLE_AGENT_POLL"
 FAST_AGENT = str(Path(__file__).resolve().parent / "fast_agent")

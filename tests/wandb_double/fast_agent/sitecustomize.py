@@ -1,11 +1,13 @@
-"""Test-only: the real ``wandb agent`` CLI, polling every ``WANDB_DOUBLE_AGENT_POLL`` seconds.
+"""Test-only: the SDK's sweep agents poll every ``WANDB_DOUBLE_AGENT_POLL`` seconds.
 
-``wandb agent`` sleeps ``Agent.POLL_INTERVAL`` (5 s, a class constant that no
-environment variable changes) before each heartbeat. Against the W&B double a
-test spends most of that waiting, so the double's fixture puts this directory
-on ``PYTHONPATH`` and sets ``WANDB_DOUBLE_AGENT_POLL``: in a process started as
-``wandb agent ...`` (and only there) the constant is set before the CLI runs.
-The agent's code, its commands and what it sends are the SDK's own.
+``wandb agent`` sleeps ``Agent.POLL_INTERVAL`` before each heartbeat, and the
+in-process agent (``wandb.agent(function=...)``, what Transformers' W&B search
+runs) ``Agent.HEARTBEAT_SLEEP_SECONDS``: both 5 s, class constants that no
+environment variable changes. Against the W&B double a test spends most of
+that waiting, so the double's fixture puts this directory on ``PYTHONPATH`` and
+sets ``WANDB_DOUBLE_AGENT_POLL``: the constants are set as their modules load,
+in every process of the test. The agents' code, their commands and what they
+send are the SDK's own.
 
 Python imports the first ``sitecustomize`` on ``sys.path``: the one this
 shadows (a distribution's, if any) still runs, after this.
@@ -13,21 +15,46 @@ shadows (a distribution's, if any) still runs, after this.
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import os
 import sys
+from types import ModuleType
+from typing import Any
 
 POLL_ENV = "WANDB_DOUBLE_AGENT_POLL"
+#: module -> the class constant it waits by
+_CONSTANTS = {
+    "wandb.wandb_agent": "POLL_INTERVAL",
+    "wandb.agents.pyagent": "HEARTBEAT_SLEEP_SECONDS",
+}
 
 
-def _shorten_the_agents_poll() -> None:
-    poll = os.environ.get(POLL_ENV)
-    argv = getattr(sys, "argv", [])
-    if not poll or len(argv) < 2 or os.path.basename(argv[0]) != "wandb" or argv[1] != "agent":
-        return
-    from wandb import wandb_agent
+class _ShortPoll(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: sets the constant once the normal import has run the module."""
 
-    wandb_agent.Agent.POLL_INTERVAL = float(poll)  # type: ignore[assignment]
+    def __init__(self, poll: float) -> None:
+        self.poll = poll
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name not in _CONSTANTS:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        loader, poll, constant = spec.loader, self.poll, _CONSTANTS[name]
+        run_module = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run_module(module)
+            setattr(module.Agent, constant, poll)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
 
 
 def _run_the_shadowed_sitecustomize() -> None:
@@ -43,5 +70,6 @@ def _run_the_shadowed_sitecustomize() -> None:
             return
 
 
-_shorten_the_agents_poll()
+if os.environ.get(POLL_ENV):
+    sys.meta_path.insert(0, _ShortPoll(float(os.environ[POLL_ENV])))
 _run_the_shadowed_sitecustomize()
