@@ -234,7 +234,7 @@ def test_hyperband_stops_a_bad_run(wandb_double: WandbDouble, train: Path, tmp_p
             "3",
             tmp_path=tmp_path,
             TRAIN_STEPS="24",
-            TRAIN_SLEEP="0.25",
+            TRAIN_SLEEP="0.15",
         ),
         timeout=180,
     )
