@@ -89,7 +89,7 @@ def test_stopping_the_agent_leaves_no_rank_running(tmp_path: Path, sig: int, sta
     record = tmp_path / "records"
     record.mkdir()
     sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "1")
-    env = {**os.environ, "WBSWEEP_TEST_RECORD_DIR": str(record), "WBSWEEP_TEST_SLEEP": "1"}
+    env = {**os.environ, "WBSWEEP_TEST_RECORD_DIR": str(record), "WBSWEEP_TEST_SLEEP": "0.3"}
     agent = subprocess.Popen(
         [WBSWEEP, "agent", sweep_id, "--processes-per-trial", "2"],
         env=env,

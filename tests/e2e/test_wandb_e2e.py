@@ -115,7 +115,7 @@ def test_stopping_a_running_two_rank_trial_leaves_no_rank(
     record.mkdir()
     path = create_wandb("--n-trials", "1")
     sweep_id = path.split("/")[-1]
-    env = {**os.environ, "WBSWEEP_TEST_RECORD_DIR": str(record), "WBSWEEP_TEST_SLEEP": "1"}
+    env = {**os.environ, "WBSWEEP_TEST_RECORD_DIR": str(record), "WBSWEEP_TEST_SLEEP": "0.3"}
     agent = subprocess.Popen(
         [WBSWEEP, "agent", path, "--processes-per-trial", "2"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
