@@ -256,9 +256,11 @@ with open(os.path.join(record, f"best{rank}-{os.getpid()}.json"), "w") as handle
 def example_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     record = tmp_path / "record"
     record.mkdir(exist_ok=True)
+    # The repository first; what the fixtures put on the path (the W&B double's) kept.
+    path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {
         **os.environ, "HF_TEST_RECORD": str(record), "HF_SEARCH_N_TRIALS": "3",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **extra,
+        "PYTHONPATH": os.pathsep.join(path), **extra,
     }  # fmt: skip
 
 
