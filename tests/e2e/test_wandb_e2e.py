@@ -148,7 +148,11 @@ def test_stopping_a_running_two_rank_trial_leaves_no_rank(
 def test_auto_picks_wandb_when_logged_in_and_says_so(wandb_double: WandbDouble) -> None:
     result = wbsweep("create", str(TEST_SWEEPS / "record_ranks.py"), "--project", "p")
     assert result.returncode == 0, result.stderr
-    assert "Backend: wandb (auto: logged in to W&B)" in result.stdout
+    # It names the server it chose and where the key came from, never the key.
+    server = wandb_double.base_url
+    expected = f"Backend: wandb (auto: logged in to W&B at {server}, key from WANDB_API_KEY)"
+    assert expected in result.stdout
+    assert wandb_double.api_key not in result.stdout + result.stderr
     (sweep,) = wandb_double.sweeps()
     assert f"wbsweep agent {wandb_double.entity}/p/{sweep['id']}" in result.stdout
 
@@ -156,7 +160,7 @@ def test_auto_picks_wandb_when_logged_in_and_says_so(wandb_double: WandbDouble) 
 def test_auto_picks_local_without_a_login(tmp_path: Path) -> None:
     result = wbsweep("create", str(TEST_SWEEPS / "record_ranks.py"), NETRC=str(tmp_path / "none"))
     assert result.returncode == 0, result.stderr
-    assert "Backend: local (auto: no W&B login found)" in result.stdout
+    assert "Backend: local (auto: no W&B login for " in result.stdout
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
