@@ -131,8 +131,7 @@ def agent(
         what=f"sweep {sweep_id}",
         workers=1 if group is not None else workers,
     )
-    if shape.mixed_precision is not None:
-        user_config = {**user_config, "mixed_precision": shape.mixed_precision}
+    user_config = shape.accelerate_config(user_config)
     click.echo(f"Sweep {sweep_id}: {record.state.lower()}, {len(slots)} worker(s) on this node.")
     if shape.recorded:
         click.echo(

@@ -54,8 +54,7 @@ def follow_node(
         workers=1,
         what="the sweep",
     )
-    if shape.mixed_precision is not None:
-        accelerate = {**accelerate, "mixed_precision": shape.mixed_precision}
+    accelerate = shape.accelerate_config(accelerate)
     extra = {**env, **group.env(), **({OVERRIDE_ENV: "1"} if overridden else {})}
     argv = [sys.executable, "-m", "wbsweep.follower"]
     return Agent(lambda slot: argv, slots, extra_env=extra, accelerate=accelerate).run()

@@ -94,8 +94,7 @@ def node_config(
     else:
         ranks = shape.ranks
     user = user_accelerate_config(None, environ)
-    if shape.mixed_precision is not None:
-        user = {**user, "mixed_precision": shape.mixed_precision}
+    user = shape.accelerate_config(user)
     return accelerate_config(WorkerSlot(0, gpus, ranks, free_port()), user), gpus
 
 

@@ -96,6 +96,16 @@ class TrialShape:
         # ``=`` keeps a value starting with ``-`` attached to its option.
         return out + [f"--accelerate-arg={arg}" for arg in self.accelerate_args]
 
+    def accelerate_config(self, user: Mapping[str, Any]) -> dict[str, Any]:
+        """``user``'s accelerate config with the sweep's recorded mixed precision, if any.
+
+        >>> TrialShape(1, mixed_precision="bf16").accelerate_config({"mixed_precision": "no"})
+        {'mixed_precision': 'bf16'}
+        """
+        if self.mixed_precision is None:
+            return dict(user)
+        return {**user, "mixed_precision": self.mixed_precision}
+
     def describe(self) -> str:
         """``2 GPUs per trial, bf16`` or ``1 rank per trial (GPU or CPU)``.
 

@@ -77,7 +77,23 @@ class Space:
 # --------------------------------------------------------------------------- tracing
 
 
-class _RecordingTrial:
+class _OptunaAliases:
+    """Optuna's older ``suggest_*`` names, as the float suggestion they stand for."""
+
+    def suggest_float(self, name, low, high, step=None, log=False):
+        raise NotImplementedError
+
+    def suggest_uniform(self, name, low, high):
+        return self.suggest_float(name, low, high)
+
+    def suggest_loguniform(self, name, low, high):
+        return self.suggest_float(name, low, high, log=True)
+
+    def suggest_discrete_uniform(self, name, low, high, q):
+        return self.suggest_float(name, low, high, step=q)
+
+
+class _RecordingTrial(_OptunaAliases):
     """Stands in for ``optuna.Trial``: records suggestions, answers from the probes.
 
     Pass ``k`` answers each suggestion with ``probes[k % len(probes)]``: the low
@@ -114,15 +130,6 @@ class _RecordingTrial:
 
     def suggest_categorical(self, name, choices):
         return self._record(name, lambda: categorical_spec(name, choices))
-
-    def suggest_uniform(self, name, low, high):
-        return self.suggest_float(name, low, high)
-
-    def suggest_loguniform(self, name, low, high):
-        return self.suggest_float(name, low, high, log=True)
-
-    def suggest_discrete_uniform(self, name, low, high, q):
-        return self.suggest_float(name, low, high, step=q)
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__"):
@@ -186,7 +193,7 @@ class Replay:
     read: frozenset[str]
 
 
-class _ReplayTrial:
+class _ReplayTrial(_OptunaAliases):
     """Stands in for ``optuna.Trial``: answers each ``suggest_*`` with the run's value."""
 
     def __init__(self, sampled: Mapping[str, Any]) -> None:
@@ -217,15 +224,6 @@ class _ReplayTrial:
         # The choice itself, as Optuna gives it (W&B's JSON may turn 1.0 into 1).
         same = [c for c in choices if c == value and type(c) is type(value)]
         return next(iter(same or [c for c in choices if c == value]), value)
-
-    def suggest_uniform(self, name, low, high):
-        return self.suggest_float(name, low, high)
-
-    def suggest_loguniform(self, name, low, high):
-        return self.suggest_float(name, low, high, log=True)
-
-    def suggest_discrete_uniform(self, name, low, high, q):
-        return self.suggest_float(name, low, high, step=q)
 
 
 def replay(hp_space: Any, sampled: Mapping[str, Any]) -> Replay | None:
