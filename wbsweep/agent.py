@@ -233,10 +233,16 @@ class Agent:
 
 
 def worker_argv(
-    backend: Backend, sweep_id: str, slot: WorkerSlot, count: int | None = None
+    backend: Backend,
+    sweep_id: str,
+    slot: WorkerSlot,
+    count: int | None = None,
+    *,
+    warm: bool = False,
 ) -> list[str]:
     """The argv of one worker on this node, as the backend starts its workers."""
-    return backend.worker_argv(sweep_id, f"{socket.gethostname()}-w{slot.index}", count)
+    name = f"{socket.gethostname()}-w{slot.index}"
+    return backend.worker_argv(sweep_id, name, count, warm=warm)
 
 
 def run_agent(
@@ -249,6 +255,7 @@ def run_agent(
     sweep_file: str | None = None,
     overridden: bool = False,
     env: Mapping[str, str] | None = None,
+    warm: bool = False,
 ) -> int:
     """Run this node's workers for ``sweep_id`` until the sweep has nothing left.
 
@@ -256,7 +263,8 @@ def run_agent(
     environment; ``accelerate`` is the user's accelerate config, kept in each
     worker's; ``sweep_file`` replaces the sweep's own path on this node;
     ``overridden`` says the slots are not the sweep's recorded shape (each run records it);
-    ``env`` is more environment for every worker.
+    ``env`` is more environment for every worker; ``warm`` keeps one process
+    group per worker across trials (:mod:`wbsweep.warm`).
     """
     limits = limits or DriveOptions("", max_consecutive_failures=DEFAULT_MAX_FAILURES)
     extra_env = limits.env()
@@ -269,7 +277,7 @@ def run_agent(
         extra_env[OVERRIDE_ENV] = "1"
     extra_env.update(env or {})
     return Agent(
-        lambda slot: worker_argv(backend, sweep_id, slot, limits.count),
+        lambda slot: worker_argv(backend, sweep_id, slot, limits.count, warm=warm),
         slots,
         stagger=backend.worker_stagger,
         extra_env=extra_env,

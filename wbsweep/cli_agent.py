@@ -71,6 +71,13 @@ __all__ = ["agent"]
     show_default=True,
     help="Where node 0's agent serves the nodes; the ranks meet at the next port.",
 )
+@click.option(
+    "--warm/--cold",
+    default=False,
+    show_default=True,
+    help="Warm: each worker keeps one accelerate process group for all its trials "
+    "(no start-up between trials). Cold: a new accelerate launch per trial.",
+)
 @store_option
 def agent(
     sweep: str,
@@ -88,6 +95,7 @@ def agent(
     node_rank: int,
     main_host: str | None,
     main_port: int,
+    warm: bool,
     store: str | None,
 ) -> None:
     """Run trials of SWEEP on this node until the sweep is done.
@@ -106,6 +114,8 @@ def agent(
         raise UsageError(f"--count must be at least 1, got {count}")
     group = NodeGroup(nodes, node_rank, main_host or "", main_port) if nodes > 1 else None
     node_env = {SWEEP_FILE_ENV: os.path.abspath(sweep_file)} if sweep_file else {}
+    if group is not None and warm:
+        raise UsageError("--warm runs each trial on one node: leave out --nodes or --warm")
     if group is not None and workers not in (None, 1):
         raise UsageError("--nodes runs one worker on each node: leave out --workers")
     if group is not None and group.rank > 0:
@@ -151,6 +161,7 @@ def agent(
         sweep_file=sweep_file,
         overridden=overridden,
         env=group.env() if group is not None else None,
+        warm=warm,
     )
     if group is not None:
         finish(group, served, code)

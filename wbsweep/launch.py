@@ -45,7 +45,7 @@ from wbsweep.slots import (
     visible_gpus,
 )
 
-__all__ = ["launch_argv", "main", "node_config", "resolve_sweep_file"]
+__all__ = ["launch_argv", "main", "node_config", "resolve_sweep_file", "this_node"]
 
 
 def resolve_sweep_file(recorded: str, environ: Mapping[str, str], cwd: str) -> str:
@@ -98,18 +98,44 @@ def node_config(
     return accelerate_config(WorkerSlot(0, gpus, ranks, free_port()), user), gpus
 
 
-def launch_argv(
-    config_file: str, sweep_file: str, rest: Sequence[str], extra: Sequence[str] = ()
-) -> list[str]:
-    """``accelerate launch`` (this install's) running ``wbsweep.trial`` on every rank.
+def this_node(
+    environ: Mapping[str, str], shape: TrialShape
+) -> tuple[str, dict[str, Any] | None, dict[str, str]]:
+    """This node's accelerate config for a trial: ``(file, config to write, env to set)``.
 
-    ``extra`` are the sweep's recorded ``accelerate launch`` flags.
+    The file ``wbsweep agent`` wrote for its worker, else (a plain ``wandb
+    agent``) a config to write, made by :func:`node_config`, and the devices
+    the trial may see.
+
+    Raises:
+        UsageError: This node cannot run the recorded shape.
+    """
+    config_file = environ.get(ACCELERATE_CONFIG_ENV, "")
+    if Path(config_file).is_file():
+        return config_file, None, {}
+    config, gpus = node_config(environ, shape)
+    if config.get("use_cpu"):
+        return "", config, {"ACCELERATE_USE_CPU": "true"}
+    return "", config, {"CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+
+
+def launch_argv(
+    config_file: str,
+    sweep_file: str,
+    rest: Sequence[str],
+    extra: Sequence[str] = (),
+    module: str = "wbsweep.trial",
+) -> list[str]:
+    """``accelerate launch`` (this install's) running ``module`` on every rank.
+
+    ``extra`` are the sweep's recorded ``accelerate launch`` flags; ``module``
+    is ``wbsweep.trial`` (one trial) or ``wbsweep.warm_rank`` (a warm worker's).
     """
     beside = Path(sys.executable).parent / "accelerate"
     accelerate = str(beside) if beside.exists() else shutil.which("accelerate") or "accelerate"
     return [
         accelerate, "launch", "--config_file", config_file, *extra,
-        "-m", "wbsweep.trial", sweep_file, *rest,
+        "-m", module, sweep_file, *rest,
     ]  # fmt: skip
 
 
@@ -124,15 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         shape, rest = parse_shape(options.rest)
         sweep_file = resolve_sweep_file(options.sweep_file, environ, os.getcwd())
-        config_file, group = environ.get(ACCELERATE_CONFIG_ENV, ""), NodeGroup.from_env(environ)
-        config: dict[str, Any] | None = None
-        if not Path(config_file).is_file():
-            # Plain `wandb agent`: the sweep's shape on this node.
-            config, gpus = node_config(environ, shape)
-            if config.get("use_cpu"):
-                os.environ["ACCELERATE_USE_CPU"] = "true"
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        group = NodeGroup.from_env(environ)
+        config_file, config, env_set = this_node(environ, shape)
+        os.environ.update(env_set)
         if group is not None:
             # One trial across nodes: this node's part, in the group's process group.
             if config is None:

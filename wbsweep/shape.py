@@ -156,6 +156,8 @@ def ran_as(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     }
     if int(env.get("WBSWEEP_NODES", "1") or 1) > 1:
         out["nodes"] = int(env["WBSWEEP_NODES"])
+    if env.get("WBSWEEP_WARM_GROUP") == "1":  # a warm worker's group (wbsweep.warm)
+        out["warm"] = True
     return out
 
 

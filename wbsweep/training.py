@@ -20,6 +20,7 @@ __all__ = [
     "ModelInit",
     "SweepFileTrainer",
     "datasets_of",
+    "datasets_take_params",
     "evaluation_callback",
     "first_step_callback",
     "last_checkpoint",
@@ -75,12 +76,23 @@ class ModelInit:
         return model
 
 
-def datasets_of(sweep: SweepFile) -> tuple[Any, Any]:
-    """The sweep file's ``(train_dataset, eval_dataset)``, checked."""
-    value = sweep.datasets()
+def datasets_of(sweep: SweepFile, params: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+    """The sweep file's ``(train_dataset, eval_dataset)``, checked.
+
+    A ``datasets(trial)`` that takes one argument gets the trial's params (a
+    tokenizer's ``max_length`` swept, say); one that takes none is called bare.
+    """
+    value = sweep.datasets(params or {}) if datasets_take_params(sweep) else sweep.datasets()
     if not isinstance(value, tuple | list) or len(value) != 2:
         raise TrialError("datasets() must return (train_dataset, eval_dataset)")
     return value[0], value[1]
+
+
+def datasets_take_params(sweep: SweepFile) -> bool:
+    """Whether the sweep file's ``datasets`` takes the trial's params (one argument)."""
+    from transformers.trainer_utils import number_of_arguments
+
+    return number_of_arguments(sweep.datasets) == 1
 
 
 def trainer_kwargs_of(sweep: SweepFile) -> dict[str, Any]:
@@ -256,10 +268,17 @@ def last_checkpoint(output_dir: str) -> str | None:
 
 
 class SweepFileTrainer:
-    """Builds each trial's ``Trainer`` from a sweep file (a ``TrialSetup``)."""
+    """Builds each trial's ``Trainer`` from a sweep file (a ``TrialSetup``).
 
-    def __init__(self, sweep: SweepFile) -> None:
+    With ``reuse_datasets`` (a warm worker's many trials), a ``datasets()`` that
+    takes no params is called once and its datasets serve every trial; the
+    model, the ``Trainer`` and ``trainer_kwargs()`` are new for each trial.
+    """
+
+    def __init__(self, sweep: SweepFile, *, reuse_datasets: bool = False) -> None:
         self.sweep = sweep
+        self._reuse = reuse_datasets and not datasets_take_params(sweep)
+        self._datasets: tuple[Any, Any] | None = None
         self.compute_objective = sweep.compute_objective
         self.hp_space = sweep.hp_space
         project = sweep.defaults.get("project")
@@ -278,7 +297,7 @@ class SweepFileTrainer:
     def trainer(self, args: Any, params: Mapping[str, Any], callbacks: Sequence[Any]) -> Any:
         from transformers import Trainer
 
-        train_dataset, eval_dataset = datasets_of(self.sweep)
+        train_dataset, eval_dataset = self.datasets(params)
         kwargs = trainer_kwargs_of(self.sweep)
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), *callbacks]
         return Trainer(
@@ -288,6 +307,14 @@ class SweepFileTrainer:
             eval_dataset=eval_dataset,
             **kwargs,
         )
+
+    def datasets(self, params: Mapping[str, Any]) -> tuple[Any, Any]:
+        """This trial's datasets: built once and kept, or built for its params."""
+        if not self._reuse:
+            return datasets_of(self.sweep, params)
+        if self._datasets is None:
+            self._datasets = datasets_of(self.sweep)
+        return self._datasets
 
     def done(self, trainer: Any, objective: float | None) -> None:
         """Nothing to put back: every trial built its own ``Trainer``."""

@@ -19,8 +19,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from wbsweep import procs
 from wbsweep.backends.base import (
@@ -33,8 +35,16 @@ from wbsweep.backends.base import (
     SweepState,
 )
 from wbsweep.command import expand_command
-from wbsweep.errors import EXIT_FAILED, EXIT_GAVE_UP, EXIT_OK, UsageError, WbsweepError
+from wbsweep.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_GAVE_UP,
+    EXIT_OK,
+    UsageError,
+    WbsweepError,
+)
 from wbsweep.runloop import RunLoop, TrialOutcome
+from wbsweep.warm import WarmGroup, group_command
 
 __all__ = ["Worker", "main", "trial_env"]
 
@@ -63,9 +73,18 @@ class Worker:
     """Runs trials of one sweep as process groups, one at a time, until none is left."""
 
     def __init__(
-        self, backend: Backend, sweep_id: str, options: DriveOptions | None = None
+        self,
+        backend: Backend,
+        sweep_id: str,
+        options: DriveOptions | None = None,
+        *,
+        warm: bool = False,
     ) -> None:
-        """A worker for ``sweep_id``; ``options`` name it and set its limits and log."""
+        """A worker for ``sweep_id``; ``options`` name it and set its limits and log.
+
+        ``warm``: run every trial in one long-lived process group
+        (:mod:`wbsweep.warm`) instead of a new ``accelerate launch`` per trial.
+        """
         queue = backend.queue
         if queue is None:
             raise UsageError(f"the {backend.name} backend hands out runs through its own agent")
@@ -82,6 +101,9 @@ class Worker:
         options = dataclasses.replace(options, worker=self.name, log=self.log)
         self.loop = RunLoop(queue, sweep_id, self.run_trial, options, on_end=self._ended)
         self._proc: subprocess.Popen[bytes] | None = None
+        self.warm = warm
+        self.group: WarmGroup | None = None
+        self._warm_problem: str | None = None
 
     def run(self) -> list[TrialOutcome]:
         """Claim and run trials until none is left for this worker or it is told to stop."""
@@ -89,14 +111,43 @@ class Worker:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
+            if self.warm:
+                self._start_group()
             return self.loop.run()
         finally:
+            if self.group is not None:
+                self.group.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _start_group(self) -> None:
+        """Start the warm group now, so it loads while the first run is claimed."""
+        scratch = self.run_dir / f"warm-{_safe(self.name)}"
+        try:
+            found = group_command(self.config, os.environ, os.getcwd(), scratch)
+        except WbsweepError as exc:
+            self._warm_problem = str(exc)  # every run fails for it, as each cold trial would
+            return
+        if found is None:
+            self.log(f"[{self.name}] the sweep's command is not wbsweep's trial: running cold")
+            return
+        argv, env, ranks = found
+        env.setdefault("WANDB_MODE", "offline")
+        log = self.run_dir / f"warm-{_safe(self.name)}.log"
+        self.group = WarmGroup(
+            argv, env, ranks=ranks, log_path=log, kill_delay=self.kill_delay, say=self.log
+        )
+        self.group.start()
+        self.log(f"[{self.name}] warm: one process group of {ranks} rank(s) for every trial")
 
     def run_trial(self, run: RunRecord) -> RunEnd:
         """Run one claimed run's command to its end: its exit code and, if it failed, why."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self._warm_problem is not None:
+            self._trial_log_line(run, f"wbsweep.launch: error: {self._warm_problem}")
+            return RunEnd(EXIT_BAD_INPUT, self._warm_problem)
+        if self.group is not None:
+            return self._run_warm(run, self.group)
         params_file = self.run_dir / f"config-{run.id}.json"
         params_file.write_text(json.dumps(run.params))
         env = trial_env(self.queue, self.sweep_id, run.id, dict(os.environ))
@@ -107,8 +158,7 @@ class Worker:
             args_json_file=str(params_file),
             env=env,
         )
-        shown = ", ".join(f"{k}={v}" for k, v in run.params.items())
-        self.log(f"[{self.name}] run {run.id} started: {shown}")
+        self.log(f"[{self.name}] run {run.id} started: {_shown(run.params)}")
         log = self._log_path(run)
         with log.open("wb") as out:
             try:
@@ -137,6 +187,38 @@ class Worker:
             # group was preempted, or a scheduler signaled the ranks. It resumes later.
             return RunEnd(exit_code, reason, preempted=True, elsewhere=True)
         return RunEnd(exit_code, reason)
+
+    def _run_warm(self, run: RunRecord, group: WarmGroup) -> RunEnd:
+        env = trial_env(self.queue, self.sweep_id, run.id, {})
+        env.setdefault("WANDB_MODE", os.environ.get("WANDB_MODE") or "offline")
+        self.log(f"[{self.name}] run {run.id} started: {_shown(run.params)}")
+        log = self._log_path(run)
+        log.write_bytes(b"")
+
+        def should_stop() -> bool:
+            if self.queue.sweep_state(self.sweep_id) == SweepState.CANCELED:
+                self.loop.stop()
+                return True
+            if self.queue.should_stop(run.id):
+                self.log(f"[{self.name}] run {run.id}: stopped early by the sweep's hyperband")
+                return True
+            return False
+
+        starts = group.starts
+        end = group.run(
+            run.id,
+            run.params,
+            env=env,
+            log=str(log),
+            should_stop=should_stop,
+            stopping=lambda: self.loop.stopping,
+        )
+        if group.starts > starts + 1 or (not group.alive and end.exit_code not in (0, 143)):
+            self.log(f"[{self.name}] run {run.id}: the warm group is started again")
+        return end
+
+    def _trial_log_line(self, run: RunRecord, line: str) -> None:
+        self._log_path(run).write_text(line + "\n")
 
     def _log_path(self, run: RunRecord) -> Path:
         return Path(self.queue.trial_log(self.sweep_id, run.id))
@@ -224,6 +306,14 @@ def failure_reason(text: str, exit_code: int | None) -> str:
     return last or f"exit code {exit_code}"
 
 
+def _shown(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
 def _print(line: str) -> None:
     print(line, flush=True)
 
@@ -243,7 +333,7 @@ def _default_command() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m wbsweep.worker STORE SWEEP_ID [NAME]``: one worker process.
+    """``python -m wbsweep.worker STORE SWEEP_ID [NAME] [--warm]``: one worker process.
 
     ``WBSWEEP_MAX_CONSECUTIVE_FAILURES`` and ``WBSWEEP_MAX_RETRIES`` (what
     ``wbsweep agent`` sets from its options, :meth:`DriveOptions.env`) tune it.
@@ -253,11 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     from wbsweep.backends import open_backend
 
     args = sys.argv[1:] if argv is None else argv
+    warm = "--warm" in args
+    args = [arg for arg in args if arg != "--warm"]
     store, sweep_id = args[0], args[1]
     name = args[2] if len(args) > 2 else None
     try:
         options = DriveOptions.from_env(name or "", os.environ)
-        worker = Worker(open_backend("local", store=store), sweep_id, options)
+        worker = Worker(open_backend("local", store=store), sweep_id, options, warm=warm)
         worker.run()
     except WbsweepError as exc:
         print(f"wbsweep.worker: error: {exc}", file=sys.stderr, flush=True)

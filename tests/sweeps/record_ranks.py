@@ -14,6 +14,10 @@ Environment knobs:
   exist yet (it is made then).
 * ``WBSWEEP_TEST_SLEEP``: seconds to sleep after each step (so a test can stop a
   running trial), until a file named by ``WBSWEEP_TEST_SLEEP_UNLESS`` exists.
+* ``WBSWEEP_TEST_KILL_ONCE=path``: rank 1 SIGKILLs itself at its first step, once
+  (``path`` is made then): a rank the OOM killer takes.
+
+``datasets()`` records a ``datasets`` event each time it builds them.
 
 The Trainer reports to W&B here (``report_to=["wandb"]``), so tests can check
 that its ``WandbCallback`` logs into the trial's own run.
@@ -25,6 +29,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +43,11 @@ _spec.loader.exec_module(tiny)
 SWEEP = {"method": "random", "direction": "minimize", "metric": "objective", "n_trials": 2}
 
 hp_space = tiny.hp_space
-datasets = tiny.datasets
+
+
+def datasets() -> tuple[Any, Any]:
+    _record("datasets")
+    return tiny.datasets()
 
 
 def _rank() -> int:
@@ -120,6 +129,10 @@ def trainer_kwargs() -> dict[str, Any]:
             )
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            mark = os.environ.get("WBSWEEP_TEST_KILL_ONCE")
+            if mark and _rank() == 1 and not os.path.exists(mark):
+                Path(mark).touch()
+                os.kill(os.getpid(), signal.SIGKILL)
             delay = float(os.environ.get("WBSWEEP_TEST_SLEEP", "0") or 0)
             unless = os.environ.get("WBSWEEP_TEST_SLEEP_UNLESS")
             if delay > 0 and not (unless and os.path.exists(unless)):

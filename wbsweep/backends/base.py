@@ -244,11 +244,14 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def worker_argv(self, sweep_id: str, name: str, count: int | None = None) -> list[str]:
+    def worker_argv(
+        self, sweep_id: str, name: str, count: int | None = None, *, warm: bool = False
+    ) -> list[str]:
         """The argv of one worker process on this node (``wandb agent ID`` on W&B).
 
         ``count`` caps the trials it runs (also in its environment, see
-        :meth:`DriveOptions.env`).
+        :meth:`DriveOptions.env`); ``warm`` runs its trials in one long-lived
+        process group (:mod:`wbsweep.warm`).
         """
 
     def keeper_argv(self, sweep_id: str) -> list[str] | None:

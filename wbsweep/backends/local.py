@@ -138,8 +138,11 @@ class LocalBackend(Backend, RunQueue):
                 )
             db.execute("UPDATE sweeps SET state = ? WHERE id = ?", (wanted.value, sweep_id))
 
-    def worker_argv(self, sweep_id: str, name: str, count: int | None = None) -> list[str]:
-        return [sys.executable, "-m", "wbsweep.worker", str(self.path), sweep_id, name]
+    def worker_argv(
+        self, sweep_id: str, name: str, count: int | None = None, *, warm: bool = False
+    ) -> list[str]:
+        argv = [sys.executable, "-m", "wbsweep.worker", str(self.path), sweep_id, name]
+        return argv + ["--warm"] if warm else argv
 
     def agent_command(self, sweep_id: str) -> list[str]:
         argv = ["wbsweep", "agent", sweep_id]

@@ -108,9 +108,13 @@ class WandbBackend(Backend):
     def sweep_url(self, sweep_id: str) -> str:
         return sweep_page_url(self._path(sweep_id), self.app_url)
 
-    def worker_argv(self, sweep_id: str, name: str, count: int | None = None) -> list[str]:
-        # `wandb agent` names itself after the host; ``name`` is for local workers.
+    def worker_argv(
+        self, sweep_id: str, name: str, count: int | None = None, *, warm: bool = False
+    ) -> list[str]:
         limit = ["--count", str(count)] if count is not None else []
+        if warm:  # the SDK's agent in a worker process that feeds one warm group
+            return [sys.executable, "-m", "wbsweep.warm_wandb", *limit, str(self._path(sweep_id))]
+        # `wandb agent` names itself after the host; ``name`` is for local workers.
         return [wandb_executable(), "agent", *limit, str(self._path(sweep_id))]
 
     def keeper_argv(self, sweep_id: str) -> list[str] | None:
