@@ -128,6 +128,8 @@ class WarmGroup:
         address = os.path.join(self._tmp, "worker.sock")
         self._listener = Listener(address, family="AF_UNIX", authkey=authkey)
         env = {**self.env, ADDRESS_ENV: address, AUTHKEY_ENV: authkey.hex(), WARM_ENV: "1"}
+        # Rank 0 starts a wandb-core of its own: this process's may be torn down any time.
+        env.pop("WANDB_SERVICE", None)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self._proc = procs.start_group(

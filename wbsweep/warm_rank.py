@@ -106,12 +106,20 @@ class _TrialOutput:
 
 
 def _set_trial_env(env: Mapping[str, str], previous: set[str]) -> set[str]:
-    """The trial's identity in ``os.environ`` (run id, sweep, store); the last trial's gone."""
+    """The trial's identity in ``os.environ`` (run id, sweep, store); the last trial's gone.
+
+    The ``wandb`` SDK reads a sweep run's id, sweep and params from the
+    environment once per setup and ignores ``wandb.init(id=...)`` in a sweep:
+    so, as the SDK's own in-process agent does before each run, its setup is
+    torn down and the next ``wandb.init`` reads this trial's environment.
+    """
     for key in previous - set(env):
         os.environ.pop(key, None)
     os.environ.update(env)
     if rank() != 0:
         os.environ["WANDB_MODE"] = "disabled"  # nothing on this rank may create a W&B run
+    elif previous and "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
     return set(env)
 
 

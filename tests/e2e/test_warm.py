@@ -8,6 +8,8 @@ the sweep is canceled.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -23,6 +25,7 @@ from helpers import (
     wait_for,
     wbsweep,
 )
+from wandb_double import WandbDouble
 
 from wbsweep.errors import EXIT_TERMINATED
 
@@ -75,9 +78,10 @@ def test_a_warm_worker_runs_every_trial_in_one_group_with_the_cold_results(
     inits = [r for r in records if r["event"] == "model_init"]
     for run in warm_runs:
         assert sum(1 for i in inits if i["params"] == run["params"]) == 2
-    # Each trial has its own W&B run (offline here).
+    # Each trial has its own W&B run (offline here), under the trial's run id.
     offline = list(Path(os.environ["WANDB_DIR"], "wandb").glob("offline-run-*"))
-    assert len(offline) == 4
+    ids = {path.name.rsplit("-", 1)[-1] for path in offline}
+    assert ids == {r["id"] for r in warm_runs + cold_runs}
     assert processes_mentioning(str(warm_dir)) == []
 
 
@@ -165,3 +169,35 @@ def test_canceling_the_sweep_stops_the_warm_trial(tmp_path: Path) -> None:
     (run,) = status(sweep_id)["runs"]
     assert run["state"] == "stopped"
     wait_for(lambda: not processes_mentioning(str(record)), 30, "every process to end")
+
+
+def test_a_warm_worker_on_wandb_runs_each_trial_in_its_own_run_in_one_group(
+    wandb_double: WandbDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = tmp_path / "records"
+    record.mkdir()
+    monkeypatch.setenv("WBSWEEP_TEST_GRID_LRS", "0.001,0.002,0.003")
+    result = wbsweep(
+        "create", str(TEST_SWEEPS / "warm_grid.py"), "--backend", "wandb", "--project", "proj",
+        "--processes-per-trial", "2", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    path = json.loads(result.stdout)["sweep_id"]
+    out = _agent(path, record, "--warm", WBSWEEP_TEST_FAIL_IF="learning_rate=0.002")
+    assert "warm: one process group of 2 rank(s)" in out
+
+    runs = wandb_double.runs(path.split("/")[-1])
+    states = {r["config"]["learning_rate"]: r["state"] for r in runs}
+    assert states == {0.001: "finished", 0.002: "failed", 0.003: "finished"}, out
+    for run in runs:
+        if run["state"] != "finished":
+            continue
+        assert math.isfinite(run["summary"]["objective"])
+        # The Trainer's own W&B reporting landed in this trial's run, as in cold mode.
+        assert any("train/loss" in row for row in run["history"])
+        assert run["config"]["output_dir"].endswith(f"run-{run['id']}")
+    assert len(wandb_double.runs()) == 3  # rank 0 alone opened runs, one per trial
+    begins = [r for r in rank_records(record) if r["event"] == "train_begin"]
+    assert len({b["pid"] for b in begins}) == 2  # one group for every trial
+    assert sorted(b["process_index"] for b in begins) == [0, 0, 1, 1]
+    assert processes_mentioning(str(record)) == []

@@ -1,0 +1,122 @@
+"""A warm worker on W&B: the SDK's agent takes the runs, one warm group trains them.
+
+``python -m wbsweep.warm_wandb [--count N] ENTITY/PROJECT/ID`` (what ``wbsweep
+agent --warm`` starts per slot on a W&B sweep) runs ``wandb.agent`` in this
+process, as :meth:`WandbBackend.drive <wbsweep.backends.wandb.WandbBackend.drive>`
+does for the plugin: the W&B server chooses each run and hands it to this
+worker, which sends it to its :class:`~wbsweep.warm.WarmGroup`. Rank 0 of the
+group joins the agent's run (``WANDB_RUN_ID``, ``WANDB_SWEEP_ID`` and the
+sweep's param file, as ``wandb agent`` exports them to a cold trial) and logs
+the objective there. A stop from W&B (hyperband, the stop button) reaches rank
+0, and every rank ends training at the same step; a failed trial is a failed
+run on W&B and the group goes on; SIGTERM (the node is preempted) makes the
+trial checkpoint and rank 0 mark its run preempting, so W&B hands it out again.
+
+Each trial's output is kept in ``$WANDB_DIR/wandb/wbsweep-warm/run-<id>.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from types import FrameType
+
+from wbsweep import procs
+from wbsweep.backends.base import ClaimedRun, DriveOptions
+from wbsweep.errors import EXIT_TERMINATED, TrialError, WbsweepError
+from wbsweep.warm import WarmGroup, group_command
+
+__all__ = ["main"]
+
+#: What ``wandb agent`` (and the SDK's in-process agent) exports for a run: a trial joins it.
+_RUN_ENV = (
+    "WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH",
+    "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_DIR",
+)  # fmt: skip
+
+
+class _Signals:
+    """SIGTERM or Ctrl-C to this worker: its trial ends as a cold trial's would."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        #: Whether a trial runs now (it ends itself; otherwise the worker leaves at once).
+        self.in_trial = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        if not self.in_trial:
+            raise procs.Terminated
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run trials of one W&B sweep in a warm group; the process exit code."""
+    from wbsweep.backends import open_backend
+
+    parser = argparse.ArgumentParser(prog="wbsweep.warm_wandb")
+    parser.add_argument("--count", type=int, default=None)
+    parser.add_argument("sweep")
+    options = parser.parse_args(argv)
+    name = f"{socket.gethostname()}-{os.getpid()}"
+    signals = _Signals()
+    group: WarmGroup | None = None
+    try:
+        backend = open_backend("wandb")
+        sweep = backend.sweep(options.sweep)
+        limits = DriveOptions.from_env(name, os.environ, log=_print)
+        if options.count is not None:
+            limits = dataclasses.replace(limits, count=options.count)
+        logs = Path(os.environ.get("WANDB_DIR") or os.getcwd()) / "wandb" / "wbsweep-warm"
+        found = group_command(sweep.config, os.environ, os.getcwd(), logs / f"warm-{os.getpid()}")
+        if found is None:
+            raise TrialError(f"sweep {sweep.id}: its command is not wbsweep's trial; run it cold")
+        command, env, ranks = found
+        group = WarmGroup(command, env, ranks=ranks, log_path=logs / f"warm-{os.getpid()}.log")
+        group.start()
+        _print(f"[{name}] warm: one process group of {ranks} rank(s) for every trial")
+
+        def trial(claimed: ClaimedRun) -> None:
+            assert group is not None
+            run_env = {key: os.environ[key] for key in _RUN_ENV if key in os.environ}
+            signals.in_trial = True
+            try:
+                end = group.run(
+                    claimed.run_id,
+                    claimed.params,
+                    env=run_env,
+                    log=str(logs / f"run-{claimed.run_id}.log"),
+                    should_stop=claimed.should_stop or (lambda: False),
+                    stopping=lambda: signals.stopping,
+                )
+            finally:
+                signals.in_trial = False
+            if end.preempted:
+                raise procs.Terminated  # rank 0 marked the run preempting: W&B requeues it
+            if end.exit_code != 0 and not end.stopped:
+                raise TrialError(end.reason or f"exit code {end.exit_code}")  # a failed run
+
+        backend.drive(sweep.id, trial, limits)
+    except procs.Terminated:
+        return EXIT_TERMINATED
+    except WbsweepError as exc:
+        print(f"wbsweep.warm_wandb: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    finally:
+        if group is not None:
+            group.close()
+    return EXIT_TERMINATED if signals.stopping else 0
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
