@@ -60,6 +60,8 @@ BROKEN_GRACE = 30.0
 LOST_GRACE = 10.0
 #: Seconds a new group gets for every rank to start and load the sweep file.
 START_TIMEOUT = 600.0
+#: Bytes a rank may hold between trials over what it held after the first, unremarked.
+MEMORY_SLACK = 64 * 2**20
 #: How often the worker asks whether the running trial should stop.
 STOP_POLL = 1.0
 
@@ -113,6 +115,9 @@ class WarmGroup:
         self._listener: Listener | None = None
         self._tmp: str | None = None
         self._accepting: threading.Thread | None = None
+        #: Accelerator bytes each rank still held after its last trial, and after its first.
+        self.allocated: dict[int, int] = {}
+        self.allocated_baseline: dict[int, int] = {}
 
     # -- the group's life ------------------------------------------------------------
 
@@ -244,6 +249,9 @@ class WarmGroup:
                     lost.add(rank)
                     lost_at = lost_at or time.monotonic()
                     continue
+                if kind == "memory":  # the previous trial's, freed after its end
+                    self._memory(rank, message.get("allocated"))
+                    continue
                 if kind == "end":
                     ends[rank] = TrialEnded.from_message(message)
                     failed = ends[rank].exit_code != 0 and not ends[rank].preempted
@@ -275,6 +283,18 @@ class WarmGroup:
                 self._kill()
                 return RunEnd(None, "the trial did not stop within the kill delay", stopped=True)
         return self._combined(ends)
+
+    def _memory(self, rank: int, allocated: int | None) -> None:
+        """Note what a rank still holds on its accelerator between trials; say if it grows."""
+        if allocated is None:
+            return
+        baseline = self.allocated_baseline.setdefault(rank, allocated)
+        self.allocated[rank] = allocated
+        if allocated - baseline > MEMORY_SLACK:
+            self.say(
+                f"rank {rank} still holds {allocated / 2**20:.0f} MiB of accelerator memory "
+                f"between trials ({baseline / 2**20:.0f} MiB after the first)"
+            )
 
     def _combined(self, ends: Mapping[int, TrialEnded]) -> RunEnd:
         if any(end.preempted for end in ends.values()):

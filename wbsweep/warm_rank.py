@@ -119,13 +119,39 @@ def _set_trial_env(env: Mapping[str, str], previous: set[str]) -> set[str]:
     if rank() != 0:
         os.environ["WANDB_MODE"] = "disabled"  # nothing on this rank may create a W&B run
     elif previous and "wandb" in sys.modules:
-        sys.modules["wandb"].teardown()
+        _wandb_reads_env(same_keys=previous == set(env))
     return set(env)
 
 
-def _free_memory() -> int | None:
-    """Free what the last trial left; the accelerator bytes still allocated (None on CPU)."""
+def _wandb_reads_env(*, same_keys: bool) -> None:
+    """Make the ``wandb`` SDK's setup read this trial's environment.
+
+    Updating the setup's settings from the environment keeps the SDK's service
+    running (a new one costs about 0.2 s); where that is not possible (another
+    SDK, or a variable the last trial had is gone), the setup is torn down.
+    """
+    wandb = sys.modules["wandb"]
+    if same_keys:
+        try:
+            from wandb.sdk import wandb_setup
+
+            wandb_setup.singleton().settings.update_from_env_vars(dict(os.environ))
+            return
+        except Exception:  # noqa: BLE001 - an SDK without it: the SDK's own way below
+            pass
+    wandb.teardown()
+
+
+def _free_memory(trials: int) -> int | None:
+    """Free what the last trial left; the accelerator bytes still allocated (None on CPU).
+
+    After the first trial, what is left (modules, the kept datasets) lives as long
+    as the process: frozen out of the collector's sight, so each later collection
+    only walks what a trial made.
+    """
     gc.collect()
+    if trials == 1:
+        gc.freeze()
     if "torch" not in sys.modules:
         return None
     import torch
@@ -200,13 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     inbox = _Inbox(conn)
     setup = SweepFileTrainer(sweep, reuse_datasets=True)
     env_keys: set[str] = set()
+    trials = 0
     try:
         while (body := inbox.trials.get()) is not None:
             env_keys = _set_trial_env(body["env"], env_keys)
             with _TrialOutput(body.get("log")):
                 ended = _one_trial(setup, body, options, inbox)
-            allocated = _free_memory()
-            conn.send(("end", {**ended.as_message(), "allocated": allocated}))
+            trials += 1
+            # The end first: the worker records it and claims the next run meanwhile.
+            conn.send(("end", ended.as_message()))
+            conn.send(("memory", {"allocated": _free_memory(trials)}))
             if ended.preempted or procs.PREEMPTION.requested:
                 # SIGTERM came during the trial: the group is going away (a checkpoint
                 # is saved), or its launcher is stopping it because another rank died.
