@@ -178,10 +178,16 @@ class WarmGroup:
 
     def close(self, grace: float = 10.0) -> None:
         """Tell the ranks to leave and stop the group; nothing of it outlives this call."""
-        for conn in self._conns.values():
+        for rank, conn in self._conns.items():
             try:
+                # What the last trial left on the accelerator, if the rank still says.
+                while grace and conn.poll(1.0):
+                    kind, message = conn.recv()
+                    if kind == "memory":
+                        self._memory(rank, message.get("allocated"))
+                        break
                 conn.send(("exit", None))
-            except OSError:
+            except (OSError, EOFError):
                 pass
         if self._proc is not None:
             deadline = time.monotonic() + grace
@@ -290,6 +296,8 @@ class WarmGroup:
             return
         baseline = self.allocated_baseline.setdefault(rank, allocated)
         self.allocated[rank] = allocated
+        with self.log_path.open("a", encoding="utf-8") as log:  # read by gpu_memory_check.py
+            log.write(f"wbsweep.warm: rank {rank} allocated {allocated} bytes after its trial\n")
         if allocated - baseline > MEMORY_SLACK:
             self.say(
                 f"rank {rank} still holds {allocated / 2**20:.0f} MiB of accelerator memory "
