@@ -211,8 +211,11 @@ def main() -> int:
     results = [run_mode(mode.strip(), options) for mode in options.modes.split(",") if mode]
     where = "CPU (--cpu)" if options.cpu else ", ".join(_smi("gpu=name")[0])
     print(f"{options.trials} trials of {options.trial_seconds:g} s, 2 workers, on {where}")
-    print(f"{'mode':<5} {'done':>5} {'wall s':>7} {'ovh p50':>8} {'p90':>6} {'busy':>6} "
-          f"{'util':>5} {'MiB before':>10} {'after':>6} {'trial MiB':>9} {'alloc B':>8} ok")  # fmt: skip
+    header = (
+        f"{'mode':<5} {'done':>5} {'wall s':>7} {'ovh p50':>8} {'p90':>6} {'busy':>6} "
+        f"{'util':>5} {'MiB before':>10} {'after':>6} {'trial MiB':>9} {'alloc B':>8} ok"
+    )
+    print(header)
     ok = True
     for r in results:
         good = r["exit"] == 0 and r["finished"] == options.trials and r.get("memory_ok", True)

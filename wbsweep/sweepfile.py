@@ -46,7 +46,8 @@ class SweepFile:
         path: Absolute path of the sweep file.
         model_init: ``model_init(trial)``; ``trial`` is the trial's params dict.
         training_args: Returns the base ``TrainingArguments``.
-        datasets: Returns ``(train_dataset, eval_dataset)``.
+        datasets: Returns ``(train_dataset, eval_dataset)``; ``datasets(trial)`` gets the
+            trial's params.
         hp_space: An Optuna-style function, a W&B parameters dict / sweep config, or None.
         compute_objective: ``compute_objective(metrics) -> float`` or None for the default.
         trainer_kwargs: Returns extra ``Trainer`` keyword arguments, or None.
@@ -56,7 +57,7 @@ class SweepFile:
     path: str
     model_init: Callable[..., Any]
     training_args: Callable[[], Any]
-    datasets: Callable[[], Any]
+    datasets: Callable[..., Any]
     hp_space: Callable[[Any], Any] | dict[str, Any] | None = None
     compute_objective: Callable[[dict[str, float]], float] | None = None
     trainer_kwargs: Callable[[], dict[str, Any]] | None = None

@@ -137,9 +137,7 @@ class WarmGroup:
         env.pop("WANDB_SERVICE", None)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
-            self._proc = procs.start_group(
-                self.argv, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
+            self._proc = procs.start_group(self.argv, env=env, stdout=out, stderr=subprocess.STDOUT)
         self.starts += 1
         self._conns, self._hello_error = {}, None
         listener = self._listener
@@ -246,8 +244,9 @@ class WarmGroup:
         polled = time.monotonic()
         while len(ends) < self.ranks:
             waiting = [c for r, c in self._conns.items() if r not in ends and r not in lost]
-            for conn in wait(waiting, timeout=0.2):
-                rank = next(r for r, c in self._conns.items() if c is conn)
+            for ready in wait(waiting, timeout=0.2):
+                rank = next(r for r, c in self._conns.items() if c is ready)
+                conn = self._conns[rank]
                 try:
                     kind, message = conn.recv()
                 except (EOFError, OSError):

@@ -141,14 +141,18 @@ def test_a_preempted_warm_trial_checkpoints_and_resumes(tmp_path: Path) -> None:
     wait_for(lambda: not processes_mentioning(str(record)), 60, "every process to end")
     (run,) = status(sweep_id)["runs"]
     assert run["state"] == "preempted", run
-    (checkpoint,) = (tmp_path / "outputs" / "record_ranks" / f"run-{run['id']}").glob("checkpoint-*")
+    (checkpoint,) = (tmp_path / "outputs" / "record_ranks" / f"run-{run['id']}").glob(
+        "checkpoint-*"
+    )
     saved = int(checkpoint.name.split("-")[1])
     first = {r["pid"] for r in rank_records(record)}
 
     _agent(sweep_id, record, "--warm", WBSWEEP_TEST_SLEEP="0.01")
     (done,) = status(sweep_id)["runs"]
     assert (done["id"], done["state"]) == (run["id"], "finished")
-    steps = [r["step"] for r in rank_records(record) if r["pid"] not in first and r["event"] == "step"]
+    steps = [
+        r["step"] for r in rank_records(record) if r["pid"] not in first and r["event"] == "step"
+    ]
     assert min(steps) == saved + 1
 
 

@@ -48,7 +48,8 @@ def main() -> int:
     if sys.argv[1] == "--rank":
         return rank_main(int(sys.argv[2]))
     ranks = [
-        subprocess.Popen([sys.executable, __file__, "--rank", str(r)]) for r in range(int(sys.argv[1]))
+        subprocess.Popen([sys.executable, __file__, "--rank", str(r)])
+        for r in range(int(sys.argv[1]))
     ]
     while True:
         codes = [p.poll() for p in ranks]
