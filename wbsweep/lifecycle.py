@@ -116,6 +116,7 @@ def run_trial(
     is_main: bool | None = None,
     ready: Callable[[], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    finishing: Callable[[], None] | None = None,
 ) -> TrialResult:
     """Train and evaluate one trial on this rank; rank 0 logs and reports it.
 
@@ -136,6 +137,8 @@ def run_trial(
         should_stop: Asked on rank 0 after each evaluation during training
             whether the sweep stops this run (hyperband); every rank then ends
             training at the same step.
+        finishing: Called on rank 0 once training ended well, before the final
+            evaluation (a warm worker claims its next run meanwhile).
 
     Returns:
         The objective and final eval metrics.
@@ -205,6 +208,8 @@ def run_trial(
             exit_code = 0  # the run keeps what it reported; the sweep records it stopped
             raise TrialStopped(f"run {run_id} stopped early by the sweep's early termination")
         evaluations.training = False
+        if finishing is not None and main:
+            finishing()
         metrics = plain_floats(trainer.evaluate())
         objective = objective_of(setup.compute_objective, metrics)
         if run is not None:

@@ -13,6 +13,8 @@ trains in its own process (:func:`in_process`). The loop owns the rest:
 * beats the run's heartbeat while its trial runs, so a worker that dies is
   noticed (its run is ``crashed`` and its params run again);
 * records each run's end with the runner's one-line reason;
+* lets the runner claim the next run while its trial finishes
+  (:meth:`RunLoop.claim_ahead`), so the next trial starts with no claim between;
 * marks the sweep finished once no run can start and none is running.
 """
 
@@ -82,6 +84,9 @@ class RunLoop:
         self.gave_up = False
         self._stopping = False
         self._preempting = False
+        #: A run claimed while the current trial finishes (see :meth:`claim_ahead`).
+        self._ahead: RunRecord | None = None
+        self._ahead_beat: _Heartbeat | None = None
 
     @property
     def stopping(self) -> bool:
@@ -101,8 +106,51 @@ class RunLoop:
         self._preempting = True
         self._stopping = True
 
+    def claim_ahead(self) -> None:
+        """Claim the next run now, while the current trial finishes (its final evaluation).
+
+        The runner calls it (a warm worker, when rank 0 starts the final
+        evaluation), so the next trial's params are waiting when this one ends
+        and no time passes between them on the claim. The claimed run beats its
+        heartbeat from now on; a loop that ends before it runs hands it back
+        (``preempted``: the next claim of the sweep takes it first).
+        """
+        count = self.options.count
+        if self._ahead is not None or self._stopping:
+            return
+        if count is not None and len(self.outcomes) + 1 >= count:
+            return  # the current trial is this loop's last
+        try:
+            run = self._claim()
+        except WbsweepError:
+            return  # the claim after the trial says why, if it still cannot
+        if run is not None:
+            self._ahead, self._ahead_beat = run, _Heartbeat(self.queue, run.id)
+
+    def _claim(self) -> RunRecord | None:
+        return self.queue.claim_next(
+            self.sweep_id, self.options.worker, max_retries=self.options.max_retries
+        )
+
+    def _take_ahead(self) -> RunRecord | None:
+        run, self._ahead = self._ahead, None
+        if self._ahead_beat is not None:
+            self._ahead_beat.stop()
+            self._ahead_beat = None
+        return run
+
     def run(self) -> list[TrialOutcome]:
         """Claim and run trials until none is left, ``count`` ran, or too many failed."""
+        try:
+            return self._run()
+        finally:
+            ahead = self._take_ahead()
+            if ahead is not None:  # claimed for a trial this loop will not run
+                self.queue.finish_run(
+                    ahead.id, RunEnd(EXIT_TERMINATED, "handed back unstarted", preempted=True)
+                )
+
+    def _run(self) -> list[TrialOutcome]:
         count, limit = self.options.count, self.options.max_consecutive_failures
         failures = 0
         while not self._stopping and (count is None or len(self.outcomes) < count):
@@ -114,9 +162,7 @@ class RunLoop:
                     f"stops. Last: {last}"
                 )
                 break
-            run = self.queue.claim_next(
-                self.sweep_id, self.options.worker, max_retries=self.options.max_retries
-            )
+            run = self._take_ahead() or self._claim()
             if run is None:
                 if self._paused():
                     time.sleep(self.paused_poll)

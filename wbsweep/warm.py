@@ -219,13 +219,15 @@ class WarmGroup:
         log: str,
         should_stop: Callable[[], bool],
         stopping: Callable[[], bool],
+        finishing: Callable[[], None] | None = None,
     ) -> RunEnd:
         """Run one trial on every rank of the group; how it ended.
 
         ``env`` is the trial's identity (run id, sweep, store), ``log`` its log
         file. ``should_stop`` is asked every :data:`STOP_POLL` seconds (the
         sweep's early termination, a cancel); ``stopping`` says the worker was
-        told to stop (its trial gets SIGTERM, as a cold trial does).
+        told to stop (its trial gets SIGTERM, as a cold trial does);
+        ``finishing`` is called when rank 0 starts the final evaluation.
         """
         problem = self._ready(stopping)
         if problem is not None:
@@ -256,6 +258,10 @@ class WarmGroup:
                     continue
                 if kind == "memory":  # the previous trial's, freed after its end
                     self._memory(rank, message.get("allocated"))
+                    continue
+                if kind == "finishing":
+                    if finishing is not None:
+                        finishing()
                     continue
                 if kind == "end":
                     ends[rank] = TrialEnded.from_message(message)

@@ -164,7 +164,11 @@ def _free_memory(trials: int) -> int | None:
 
 
 def _one_trial(
-    setup: SweepFileTrainer, body: dict[str, Any], options: argparse.Namespace, inbox: _Inbox
+    setup: SweepFileTrainer,
+    body: dict[str, Any],
+    options: argparse.Namespace,
+    inbox: _Inbox,
+    conn: Connection,
 ) -> TrialEnded:
     from wbsweep.backends import queue_from_env
 
@@ -178,6 +182,7 @@ def _one_trial(
             goal=options.goal,
             reporter=queue_from_env(),
             should_stop=inbox.stop.is_set if rank() == 0 else None,
+            finishing=lambda: conn.send(("finishing", None)),
         )
         return TrialEnded(0)
     except TrialStopped:
@@ -231,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         while (body := inbox.trials.get()) is not None:
             env_keys = _set_trial_env(body["env"], env_keys)
             with _TrialOutput(body.get("log")):
-                ended = _one_trial(setup, body, options, inbox)
+                ended = _one_trial(setup, body, options, inbox, conn)
             trials += 1
             # The end first: the worker records it and claims the next run meanwhile.
             conn.send(("end", ended.as_message()))

@@ -212,6 +212,8 @@ class Worker:
             log=str(log),
             should_stop=should_stop,
             stopping=lambda: self.loop.stopping,
+            # The next run's claim waits ready when this trial ends.
+            finishing=self.loop.claim_ahead,
         )
         if group.starts > starts + 1 or (not group.alive and end.exit_code not in (0, 143)):
             self.log(f"[{self.name}] run {run.id}: the warm group is started again")

@@ -160,3 +160,41 @@ def test_backend_drive_is_the_same_loop(store: LocalBackend) -> None:
     )
     assert sorted(ran) == [1, 2]
     assert [r.worker for r in store.runs(sweep_id)] == ["w", "w"]
+
+
+def test_a_run_claimed_ahead_runs_next_and_one_left_over_is_handed_back(
+    store: LocalBackend,
+) -> None:
+    sweep_id = grid_sweep(store, [1, 2, 3])
+    seen: list[tuple[int, str]] = []
+
+    def runner(run: RunRecord) -> RunEnd:
+        seen.append((run.params["x"], run.id))
+        loop.claim_ahead()  # as a warm worker does when the final evaluation starts
+        if run.params["x"] == 2:
+            loop.stop()  # Ctrl-C while the next run was already claimed
+        return RunEnd(0)
+
+    loop = RunLoop(store, sweep_id, runner, DriveOptions("w"))
+    loop.run()
+    runs = store.runs(sweep_id)
+    assert [x for x, _ in seen] == [1, 2]
+    assert [(r.params["x"], r.state) for r in runs] == [
+        (1, RunState.FINISHED), (2, RunState.STOPPED), (3, RunState.PREEMPTED)
+    ]  # fmt: skip
+    # The run handed back is the next one any worker takes, under its own id.
+    again = RunLoop(store, sweep_id, lambda run: RunEnd(0), DriveOptions("w2")).run()
+    assert [o.run_id for o in again] == [runs[2].id]
+    assert store.sweep(sweep_id).state == SweepState.FINISHED
+
+
+def test_no_run_is_claimed_ahead_past_the_count(store: LocalBackend) -> None:
+    sweep_id = grid_sweep(store, [1, 2, 3])
+
+    def runner(run: RunRecord) -> RunEnd:
+        loop.claim_ahead()
+        return RunEnd(0)
+
+    loop = RunLoop(store, sweep_id, runner, DriveOptions("w", count=2))
+    assert len(loop.run()) == 2
+    assert [r.state for r in store.runs(sweep_id)] == [RunState.FINISHED] * 2
