@@ -6,13 +6,14 @@ a local sweep chooses its runs as the same sweep on W&B would.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from wbsweep.backends.base import RunRecord, RunState, SweepRecord
 from wbsweep.errors import WbsweepError
 from wbsweep.values import to_plain
 
-__all__ = ["next_params", "runs_to_stop"]
+__all__ = ["EngineRuns", "next_params", "reads_history", "reads_runs", "runs_to_stop"]
 
 #: Reported histories by run id: ``[{"_step": step, **metrics}, ...]``.
 Histories = dict[str, list[dict[str, Any]]]
@@ -21,20 +22,79 @@ Histories = dict[str, list[dict[str, Any]]]
 _ENGINE_STATE = {state: state.value for state in RunState} | {RunState.STOPPED: "killed"}
 
 
+def reads_runs(config: dict[str, Any]) -> bool:
+    """Whether the method's next run depends on the runs so far (a random draw does not)."""
+    return config.get("method") != "random"
+
+
+def reads_history(config: dict[str, Any]) -> bool:
+    """Whether the method reads the runs' results and histories (bayes fits a model on them).
+
+    Grid reads only which params ran; random reads nothing.
+    """
+    return config.get("method") == "bayes"
+
+
+class EngineRuns:
+    """A sweep's runs in the engine's terms, each terminal run converted only once.
+
+    A run in a terminal state never changes again, nor does its history, so a
+    claim in a sweep of thousands of runs converts only the runs still going.
+    Keyed by run id: one instance may serve several sweeps.
+    """
+
+    def __init__(self) -> None:
+        self._final: dict[str, Any] = {}
+
+    def convert(
+        self,
+        sweep: SweepRecord,
+        runs: Sequence[RunRecord],
+        histories: Histories,
+        shown: Callable[[RunRecord], RunRecord] | None = None,
+    ) -> list[Any]:
+        """The engine's runs for ``runs`` as stored; ``shown`` maps a live one as a reader sees it.
+
+        ``shown`` (a running run whose worker went silent reads as crashed) is
+        applied to live runs only, and never kept: the store may not agree yet.
+        """
+        out = []
+        final = self._final
+        for run in runs:
+            engine_run = final.get(run.id)  # only terminal runs are kept
+            if engine_run is None:
+                if run.state.terminal:
+                    engine_run = final[run.id] = _engine_run(sweep, run, histories)
+                else:
+                    engine_run = _engine_run(sweep, shown(run) if shown else run, histories)
+            out.append(engine_run)
+        return out
+
+
 def next_params(
-    sweep: SweepRecord, runs: list[RunRecord], histories: Histories | None = None
+    sweep: SweepRecord,
+    runs: Sequence[RunRecord],
+    histories: Histories | None = None,
+    *,
+    known: EngineRuns | None = None,
+    shown: Callable[[RunRecord], RunRecord] | None = None,
 ) -> dict[str, Any] | None:
     """The next run's params as plain JSON values; ``None`` when there is none (grid done).
 
     ``runs`` are every run of the sweep so far; a run's reported history (where
-    it has one) is what the engine reads for it, else its objective.
+    it has one) is what the engine reads for it, else its objective. ``known``
+    keeps converted runs between calls; ``shown`` is as for
+    :meth:`EngineRuns.convert`.
 
     Raises:
         WbsweepError: The engine could not choose (a config it rejects).
     """
     sweeps = _sweeps()
+    engine_runs: list[Any] = []
+    if reads_runs(sweep.config):
+        engine_runs = (known or EngineRuns()).convert(sweep, runs, histories or {}, shown)
     try:
-        suggestion = sweeps.next_run(_config(sweep.config), _runs(sweep, runs, histories or {}))
+        suggestion = sweeps.next_run(_config(sweep.config), engine_runs)
     except Exception as exc:  # the engine raises plain ValueErrors
         raise WbsweepError(f"sweep {sweep.id}: the search engine failed: {exc}") from exc
     if suggestion is None:
@@ -44,7 +104,7 @@ def next_params(
 
 
 def runs_to_stop(
-    sweep: SweepRecord, runs: list[RunRecord], histories: Histories | None = None
+    sweep: SweepRecord, runs: Sequence[RunRecord], histories: Histories | None = None
 ) -> set[str]:
     """Ids of the running runs the sweep's ``early_terminate`` (hyperband) stops now.
 
@@ -77,18 +137,16 @@ def _config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: config[k] for k in ("method", "metric", "parameters") if k in config}
 
 
-def _runs(sweep: SweepRecord, runs: list[RunRecord], histories: Histories) -> list[Any]:
-    sweeps = _sweeps()
-    engine_runs = []
-    for run in runs:
-        summary = {sweep.metric_name: run.objective} if run.objective is not None else {}
-        engine_runs.append(
-            sweeps.SweepRun(
-                name=run.id,
-                state=_ENGINE_STATE[run.state],
-                config={k: {"value": v} for k, v in run.params.items()},
-                summary_metrics=summary,
-                history=histories.get(run.id) or ([summary] if summary else []),
-            )
-        )
-    return engine_runs
+def _runs(sweep: SweepRecord, runs: Sequence[RunRecord], histories: Histories) -> list[Any]:
+    return [_engine_run(sweep, run, histories) for run in runs]
+
+
+def _engine_run(sweep: SweepRecord, run: RunRecord, histories: Histories) -> Any:
+    summary = {sweep.metric_name: run.objective} if run.objective is not None else {}
+    return _sweeps().SweepRun(
+        name=run.id,
+        state=_ENGINE_STATE[run.state],
+        config={k: {"value": v} for k, v in run.params.items()},
+        summary_metrics=summary,
+        history=histories.get(run.id) or ([summary] if summary else []),
+    )

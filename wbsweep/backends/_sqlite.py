@@ -13,11 +13,17 @@ transaction and turns driver errors into :class:`~wbsweep.errors.StoreError`.
 Migrations are an ordered list of small functions; each runs once, in a write
 transaction, and is recorded in the ``migrations`` table. Opening a store that
 is up to date takes no write lock.
+
+Beside the transactions, :meth:`SqliteFile.turn` is an advisory lock on a file
+next to the store, for work between two transactions that processes should do
+one at a time (choosing the next run outside the write lock); it never stands
+in for a transaction's own checks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +35,11 @@ __all__ = ["BUSY_TIMEOUT", "MIGRATIONS", "Migration", "SqliteFile"]
 
 #: Seconds a write waits for another process's write to end.
 BUSY_TIMEOUT = 60.0
+
+try:  # POSIX; where there is none, :meth:`SqliteFile.turn` never waits
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 Migration = Callable[[sqlite3.Connection], None]
 _MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS migrations (id INTEGER PRIMARY KEY, at REAL)"
@@ -137,6 +148,28 @@ class SqliteFile:
         finally:
             db.close()
 
+    @contextlib.contextmanager
+    def turn(self, name: str, timeout: float = BUSY_TIMEOUT) -> Iterator[bool]:
+        """This process's turn at ``name``: an exclusive advisory lock on ``<store>-<name>``.
+
+        Yields whether the turn was had: ``False`` after ``timeout`` seconds of
+        waiting (a process that holds it hangs) or where there is no ``fcntl``;
+        the caller then goes on without it, so what it writes must be checked
+        in its transaction anyway. The kernel ends a turn whose process dies.
+        """
+        if fcntl is None:
+            yield False
+            return
+        try:
+            fd = os.open(f"{self.path}-{name}", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            yield False  # an unwritable directory: the store's own writes will say so
+            return
+        try:
+            yield _flock(fd, timeout)
+        finally:
+            os.close(fd)  # closing the file ends the turn
+
     def _connect(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,3 +221,18 @@ class SqliteFile:
                 f"one knows up to {len(self.migrations)}): upgrade wbsweep to use it"
             )
         return [n for n in numbers if n not in done]
+
+
+def _flock(fd: int, timeout: float) -> bool:
+    """Take an exclusive ``flock`` on ``fd``, polling until ``timeout``; whether it was taken."""
+    deadline, pause = time.monotonic() + timeout, 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            # Short first waits: a turn is usually one engine call long.
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)

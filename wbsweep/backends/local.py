@@ -7,6 +7,9 @@ processes: two workers never get the same run and ``run_cap`` is exact. Reads
 are snapshot reads in WAL mode and never wait for a writer (see
 :mod:`wbsweep.backends._sqlite`).
 
+How a claim chooses, and how it keeps the engine's slow thinking out of the
+write lock, is in :mod:`wbsweep.backends._claim`.
+
 SQLite locking is not safe over network filesystems; several machines means
 the W&B backend.
 """
@@ -18,9 +21,7 @@ import dataclasses
 import json
 import math
 import os
-import secrets
 import sqlite3
-import string
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -28,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from wbsweep.backends import _liveness as liveness
-from wbsweep.backends._engine import next_params, runs_to_stop
+from wbsweep.backends._claim import Claims, new_id
+from wbsweep.backends._engine import runs_to_stop
 from wbsweep.backends._rows import histories, run_record, run_rows, sweep_record, sweep_row
 from wbsweep.backends._sqlite import SqliteFile
 from wbsweep.backends.base import (
-    DEFAULT_MAX_RETRIES,
     Backend,
     RunEnd,
     RunQueue,
@@ -50,7 +51,6 @@ DEFAULT_STORE = Path(".wbsweep") / "store.db"
 STORE_ENV = "WBSWEEP_STORE"
 #: Set for a trial a local worker started (with ``STORE_ENV``): it reports to the store.
 SWEEP_ID_ENV = "WBSWEEP_SWEEP_ID"
-_ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
 def default_store_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -59,15 +59,11 @@ def default_store_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(source.get(STORE_ENV) or DEFAULT_STORE).absolute()
 
 
-def _new_id(length: int = 8) -> str:
-    # W&B run and sweep ids look like this: short, lowercase, url-safe.
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
-
-
-class LocalBackend(Backend, RunQueue):
+class LocalBackend(Claims, Backend, RunQueue):
     """Sweeps and runs in one SQLite file; safe for many processes on one machine.
 
-    It is its own :class:`RunQueue`: workers claim and record runs here.
+    It is its own :class:`RunQueue`: workers claim and record runs here
+    (``claim_next`` and ``maybe_finish_sweep`` come from :class:`Claims`).
     """
 
     name = "local"
@@ -75,6 +71,7 @@ class LocalBackend(Backend, RunQueue):
     def __init__(
         self, path: str | os.PathLike[str] | None = None, *, heartbeat_timeout: float | None = None
     ) -> None:
+        super().__init__()
         self.path = Path(path).absolute() if path is not None else default_store_path()
         self._db = SqliteFile(self.path)
         self.heartbeat_timeout = heartbeat_timeout or liveness.heartbeat_timeout()
@@ -94,7 +91,7 @@ class LocalBackend(Backend, RunQueue):
             text = json.dumps(config)
         except (TypeError, ValueError) as exc:
             raise UsageError(f"the sweep config is not JSON data: {exc}") from None
-        sweep_id = _new_id()
+        sweep_id = new_id()
         with self._db.transaction(write=True, create=True) as db:
             db.execute(
                 "INSERT INTO sweeps (id, config, state, sweep_file, created_at) VALUES (?,?,?,?,?)",
@@ -151,41 +148,6 @@ class LocalBackend(Backend, RunQueue):
         return argv
 
     # -- the RunQueue contract ------------------------------------------------------
-
-    def claim_next(
-        self, sweep_id: str, worker: str, *, max_retries: int = DEFAULT_MAX_RETRIES
-    ) -> RunRecord | None:
-        with self._tx(write=True, about=f"sweep {sweep_id!r}") as db:
-            sweep = sweep_row(db, sweep_id, self.path)
-            if sweep.state != SweepState.RUNNING:
-                return None
-            now = time.time()
-            runs = self._reaped(db, sweep_id, now)
-            resumed = next((run for run in runs if run.state == RunState.PREEMPTED), None)
-            if resumed is not None:
-                db.execute(
-                    "UPDATE runs SET state = ?, worker = ?, claimed_at = ?, heartbeat_at = ?,"
-                    " exit_code = NULL, reason = NULL, finished_at = NULL WHERE id = ?",
-                    (RunState.RUNNING.value, worker, now, now, resumed.id),
-                )
-                return run_record(self._run_row(db, resumed.id))
-            retry = liveness.next_retry(runs, max_retries)
-            if retry is not None:
-                params: dict[str, Any] | None = retry.params
-            elif sweep.run_cap is not None and liveness.counted(runs) >= sweep.run_cap:
-                return None
-            else:
-                params = next_params(sweep, runs, histories(db, "sweep_id", sweep_id))
-            if params is None:
-                return None
-            run_id = _new_id()
-            db.execute(
-                "INSERT INTO runs (id, sweep_id, seq, state, params, worker, created_at,"
-                " claimed_at, heartbeat_at, retry_of) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (run_id, sweep_id, len(runs), RunState.RUNNING.value, json.dumps(params), worker)
-                + (now, now, now, retry.id if retry is not None else None),
-            )
-            return run_record(self._run_row(db, run_id))
 
     def sweep_state(self, sweep_id: str) -> SweepState:
         with self._tx(about=f"sweep {sweep_id!r}") as db:
@@ -258,26 +220,6 @@ class LocalBackend(Backend, RunQueue):
             )
             return state
 
-    def maybe_finish_sweep(self, sweep_id: str, *, max_retries: int = DEFAULT_MAX_RETRIES) -> bool:
-        with self._tx(write=True, about=f"sweep {sweep_id!r}") as db:
-            sweep = sweep_row(db, sweep_id, self.path)
-            if sweep.state != SweepState.RUNNING:
-                return sweep.state.terminal
-            runs = self._reaped(db, sweep_id, time.time())
-            if any(not run.state.terminal for run in runs):
-                return False
-            if liveness.next_retry(runs, max_retries) is not None:
-                return False
-            over = sweep.run_cap is not None and liveness.counted(runs) >= sweep.run_cap
-            if not over and sweep.config.get("method") == "grid":
-                over = next_params(sweep, runs, histories(db, "sweep_id", sweep_id)) is None
-            if over:
-                db.execute(
-                    "UPDATE sweeps SET state = ? WHERE id = ?",
-                    (SweepState.FINISHED.value, sweep_id),
-                )
-            return over
-
     def trial_env(self, sweep_id: str, run_id: str) -> dict[str, str]:
         return {
             STORE_ENV: str(self.path),
@@ -305,17 +247,6 @@ class LocalBackend(Backend, RunQueue):
         if not liveness.is_stale(run, now, self.heartbeat_timeout):
             return run
         return dataclasses.replace(run, state=RunState.CRASHED, reason=self._lost(run))
-
-    def _reaped(self, db: sqlite3.Connection, sweep_id: str, now: float) -> list[RunRecord]:
-        """The sweep's runs after recording every stale one as crashed (in a write)."""
-        runs = run_rows(db, sweep_id)
-        for run in runs:
-            if liveness.is_stale(run, now, self.heartbeat_timeout):
-                db.execute(
-                    "UPDATE runs SET state = ?, finished_at = ?, reason = ? WHERE id = ?",
-                    (RunState.CRASHED.value, now, self._lost(run), run.id),
-                )
-        return [self._as_seen(run, now) for run in runs]
 
     def _lost(self, run: RunRecord) -> str:
         return f"worker {run.worker} sent no heartbeat for {self.heartbeat_timeout:g} s"
