@@ -68,7 +68,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--min-iter", type=int, default=1)
     parser.add_argument("--eta", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="2 trials: check the script")
     options = parser.parse_args()
+    if options.quick:
+        os.environ["WBSWEEP_BENCH_LRS"] = "1e-4,3e-3"
     data = os.environ.get("WBSWEEP_RT_DATA") or subprocess.run(
         ["bash", str(REPO / "scripts" / "fetch_data.sh")], capture_output=True, text=True,
         check=True,
@@ -76,7 +79,9 @@ def main() -> None:
     plain = sweep([], data)
     early = sweep(["--hyperband-min-iter", str(options.min_iter),
                    "--hyperband-eta", str(options.eta)], data)  # fmt: skip
-    print(f"8 MiniLM trials (grid of learning rates), 1 warm worker, {os.cpu_count()} CPUs")
+    trials = plain["finished"] + plain["stopped"]
+    print(f"{trials:.0f} MiniLM trials (grid of learning rates), 1 warm worker, "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
     print(f"{'sweep':<22} {'finished':>8} {'stopped':>7} {'compute s':>9} {'best acc':>8} "
           f"{'best lr':>8} {'wall s':>7}")  # fmt: skip
     for name, got in (("no early termination", plain),

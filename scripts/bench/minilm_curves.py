@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ assert _spec is not None and _spec.loader is not None
 minilm = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(minilm)
 
+#: ``WBSWEEP_BENCH_LRS`` (comma-separated, read at ``create``) replaces the grid.
 LEARNING_RATES = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 3e-3]
 SWEEP = {"method": "grid", "direction": "maximize", "metric": "accuracy"}
 
@@ -29,7 +31,9 @@ trainer_kwargs = minilm.trainer_kwargs
 
 
 def hp_space(trial: Any) -> dict[str, Any]:
-    return {"learning_rate": trial.suggest_categorical("learning_rate", LEARNING_RATES)}
+    chosen = os.environ.get("WBSWEEP_BENCH_LRS")
+    rates = [float(x) for x in chosen.split(",")] if chosen else LEARNING_RATES
+    return {"learning_rate": trial.suggest_categorical("learning_rate", rates)}
 
 
 def training_args() -> Any:
