@@ -192,3 +192,23 @@ def wait_for_ranks_to_train(record: Path, ranks: int, timeout: float = 180) -> s
 
     wait_for(lambda: len(training()) >= ranks, timeout, f"{ranks} rank(s) to train")
     return training()
+
+
+def preempt_after_steps(
+    agent: subprocess.Popen[str], steps: Callable[[], list[int]], timeout: float = 180
+) -> str:
+    """SIGTERM ``agent`` (a scheduler's notice) once its trial took 3 steps; its output.
+
+    ``steps`` lists the steps the ranks recorded. The agent must exit 143.
+    """
+    import signal
+
+    try:
+        wait_for(lambda: max(steps(), default=0) >= 3, timeout, "a few training steps")
+        agent.send_signal(signal.SIGTERM)
+        out, _ = agent.communicate(timeout=90)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == 143, out
+    return out

@@ -15,10 +15,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import wandb
 from helpers import ENTITY, PROJECT, sweep_config
 from wandb_double import WandbDouble
-
-import wandb
 
 pytestmark = pytest.mark.slow
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     create_wandb,
+    preempt_after_steps,
     processes_mentioning,
     rank_records,
     start_agent,
@@ -22,8 +23,6 @@ from helpers import (
     wbsweep,
 )
 from wandb_double import WandbDouble
-
-from wbsweep.errors import EXIT_TERMINATED
 
 pytestmark = pytest.mark.slow
 
@@ -48,14 +47,7 @@ def test_a_preempted_wandb_run_is_requeued_and_resumes_from_its_checkpoint(
     path = create_wandb("--n-trials", "1")
     sweep_id = path.split("/")[-1]
     agent = start_agent(path, record, WBSWEEP_TEST_SLEEP="0.3")
-    try:
-        wait_for(lambda: max(steps_of(record), default=0) >= 3, 180, "a few training steps")
-        agent.send_signal(signal.SIGTERM)  # the scheduler's notice to the node
-        out, _ = agent.communicate(timeout=90)
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-    assert agent.returncode == EXIT_TERMINATED, out
+    preempt_after_steps(agent, lambda: steps_of(record))  # the scheduler's notice to the node
     wait_for(lambda: not processes_mentioning(str(record)), 60, "every process to end")
     (run,) = wandb_double.runs(sweep_id)
     assert run["state"] == "preempted", run  # mark_preempting(), then a non-zero exit

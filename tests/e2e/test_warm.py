@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 from pathlib import Path
 
 import pytest
 from helpers import (
     TEST_SWEEPS,
     create,
+    preempt_after_steps,
     processes_mentioning,
     rank_records,
     start_agent,
@@ -26,8 +26,6 @@ from helpers import (
     wbsweep,
 )
 from wandb_double import WandbDouble
-
-from wbsweep.errors import EXIT_TERMINATED
 
 pytestmark = pytest.mark.slow
 
@@ -126,18 +124,7 @@ def test_a_preempted_warm_trial_checkpoints_and_resumes(tmp_path: Path) -> None:
     sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "1",
                       "--processes-per-trial", "2")  # fmt: skip
     agent = start_agent(sweep_id, record, "--warm", WBSWEEP_TEST_SLEEP="0.3")
-    try:
-        wait_for(
-            lambda: max((r.get("step", 0) for r in rank_records(record)), default=0) >= 3,
-            120,
-            "a few training steps",
-        )
-        agent.send_signal(signal.SIGTERM)
-        out, _ = agent.communicate(timeout=90)
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-    assert agent.returncode == EXIT_TERMINATED, out
+    preempt_after_steps(agent, lambda: [r.get("step", 0) for r in rank_records(record)])
     wait_for(lambda: not processes_mentioning(str(record)), 60, "every process to end")
     (run,) = status(sweep_id)["runs"]
     assert run["state"] == "preempted", run

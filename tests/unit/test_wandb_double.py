@@ -13,11 +13,10 @@ import urllib.request
 from typing import Any
 
 import pytest
+import wandb
 from helpers import ENTITY, PROJECT, sweep_config
 from wandb_double import GraphQLError, WandbDouble, reset_wandb
 from wandb_double._graphql import execute, parse
-
-import wandb
 
 
 def post(double: WandbDouble, path: str, body: Any, key: str | None = None) -> tuple[int, Any]:

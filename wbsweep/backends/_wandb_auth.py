@@ -97,7 +97,6 @@ def _sdk_settings() -> Settings:
     if loaded is not None:
         return loaded
     from pydantic import ValidationError
-
     from wandb import Settings
 
     settings = Settings(silent=True)
