@@ -19,12 +19,14 @@ logs nowhere.
         [--ranks 1] [--trial-seconds 0]
 
 ``--trial-seconds S`` makes each trial train for S seconds (20 s or 120 s for
-the training fraction of longer trials).
+the training fraction of longer trials). The ``optuna`` mode needs Optuna
+(``pip install -e '.[bench]'``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -121,6 +123,9 @@ def main() -> None:
           f"{'wall':>8}")  # fmt: skip
     results = {}
     for mode in modes:
+        if mode == "optuna" and importlib.util.find_spec("optuna") is None:
+            print("optuna: not installed (pip install -e '.[bench]'); skipped", flush=True)
+            continue
         got = run_mode(mode, options.trials, options.ranks, options.trial_seconds)
         results[mode] = got
         print(
