@@ -44,7 +44,7 @@ from wbsweep.errors import (
 from wbsweep.lifecycle import GOALS, rank, run_trial
 from wbsweep.sweepfile import describe_error, load_sweep_file
 from wbsweep.training import SweepFileTrainer
-from wbsweep.trial import _destroy_process_group, die_with_parent, watch_launcher
+from wbsweep.trial import _destroy_process_group, _fail, die_with_parent, watch_launcher
 from wbsweep.warm import ADDRESS_ENV, AUTHKEY_ENV, TrialEnded
 
 __all__ = ["main"]
@@ -188,8 +188,7 @@ def _one_trial(
     except TrialStopped:
         return TrialEnded(0, stopped=True)
     except procs.Terminated:
-        if rank() == 0:
-            print(f"wbsweep.trial: error: {procs.TERMINATED_REASON}", file=sys.stderr, flush=True)
+        _fail(procs.TERMINATED_REASON, all_ranks=False)
         return TrialEnded(EXIT_TERMINATED, procs.TERMINATED_REASON, preempted=True)
     except WbsweepError as exc:
         return _failed(exc, str(exc), exc.exit_code)
@@ -200,8 +199,8 @@ def _one_trial(
 def _failed(exc: BaseException, reason: str, code: int) -> TrialEnded:
     if debug_enabled():
         traceback.print_exc()
+    _fail(reason)  # the trial's error line, as a cold rank writes it
     where = "" if rank() == 0 else f"[rank {rank()}] "
-    print(f"wbsweep.trial: error: {where}{reason}", file=sys.stderr, flush=True)
     return TrialEnded(code, f"{where}{reason}")
 
 
