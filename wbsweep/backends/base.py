@@ -299,6 +299,19 @@ class Backend(abc.ABC):
             if run.state == RunState.FINISHED and run.has_finite_objective
         ]
 
+    def run_history(self, sweep_id: str, run_id: str) -> list[dict[str, Any]] | None:
+        """The run's reported metrics by step: ``{"_step": step, **metrics}``, oldest first.
+
+        ``_step`` is the trial's training step where the backend knows it.
+        ``None`` where this backend keeps no per-step history; ``[]`` where the
+        run reported none.
+
+        Raises:
+            SweepNotFoundError, StoreError: No such sweep or run.
+        """
+        queue = self.queue
+        return None if queue is None else queue.history(run_id)
+
     def trial_logs(self, sweep_id: str, runs: list[RunRecord]) -> dict[str, str]:
         """Where each run's trial output was kept, for the runs that have a log here."""
         queue = self.queue
