@@ -135,7 +135,7 @@ def importance(values: Sequence[Any], objectives: Sequence[float]) -> Importance
 
 
 def _by_value(keys: Sequence[Any], y: Sequence[float]) -> list[float]:
-    """Each run's prediction: the mean rank of the other runs with its value (else of all others)."""
+    """Each run's prediction: the mean rank of the other runs with its value, else of all."""
     sums: dict[Any, float] = {}
     counts: dict[Any, int] = {}
     for key, r in zip(keys, y, strict=True):

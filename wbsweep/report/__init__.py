@@ -41,10 +41,18 @@ def write_report(
         UsageError: ``output`` or ``png_dir`` cannot be written.
     """
     html_path = Path(output)
-    _check_file_target(html_path, "-o")
     png_path = Path(png_dir) if png_dir is not None else None
-    if png_path is not None:
-        _check_dir_target(png_path)
+    for path, check, flag in (
+        (html_path, _check_file_target, "-o"),
+        (png_path, _check_dir_target, "--png"),
+    ):
+        if path is None:
+            continue
+        try:
+            check(path)
+        except OSError as exc:  # a name too long, a path through a file
+            reason = (exc.strerror or str(exc)).lower()
+            raise UsageError(f"cannot write {flag} {str(path)!r}: {reason}") from None
     report = collect(backend, sweep_id)
     page = render_html(report)
     images: dict[str, bytes] = {}
@@ -58,14 +66,15 @@ def write_report(
     return Written(html_path, tuple(written), len(report.runs), len(report.scored))
 
 
-def _check_file_target(path: Path, flag: str) -> None:
+def _check_file_target(path: Path, flag: str = "-o") -> None:
     if path.is_dir():
         raise UsageError(f"{flag} {str(path)!r} is a directory; give a file name")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"cannot write {flag} {str(path)!r}: no directory {str(parent)!r}")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"cannot write {flag} {str(path)!r}: permission denied")
+    _probe(parent, path, flag)
 
 
 def _check_dir_target(path: Path) -> None:
@@ -74,8 +83,18 @@ def _check_dir_target(path: Path) -> None:
     where = path if path.is_dir() else path.parent
     if not where.is_dir():
         raise UsageError(f"cannot write --png {str(path)!r}: no directory {str(where)!r}")
-    if not os.access(where, os.W_OK):
-        raise UsageError(f"cannot write --png {str(path)!r}: permission denied")
+    _probe(where, path, "--png")
+
+
+def _probe(directory: Path, path: Path, flag: str) -> None:
+    """Fail now, before any work, where a file cannot be made in ``directory``."""
+    try:
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}."[:200], suffix=".tmp")
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise UsageError(f"cannot write {flag} {str(path)!r}: {reason}") from None
+    os.close(fd)
+    os.unlink(temp)
 
 
 def _umask() -> int:
@@ -87,7 +106,7 @@ def _umask() -> int:
 def _write_atomic(path: Path, content: bytes) -> Path:
     """Write ``content`` to ``path`` whole: a temporary file beside it, then renamed."""
     try:
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}."[:200], suffix=".tmp")
     except OSError as exc:
         raise UsageError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     try:
