@@ -2,8 +2,8 @@
 
 Two interfaces, as the two backends split the work:
 
-* :class:`Backend` — every backend. It registers a sweep, reads it and its
-  runs, changes its state, says where it lives, and says how a node's workers
+* :class:`Backend` — every backend. It registers a sweep, reads it, its
+  runs and their history (``run_history``), changes its state, says where it lives, and says how a node's workers
   start (``worker_argv``) and how one process runs trials in itself
   (``drive``). The best candidates are written once here, on top of ``runs``.
 * :class:`RunQueue` — where wbsweep itself hands out runs (the local store):

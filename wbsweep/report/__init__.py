@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,29 +42,30 @@ def write_report(
         UsageError: ``output`` or ``png_dir`` cannot be written.
     """
     html_path = Path(output)
+    _checked(html_path, _check_file_target, "-o")
     png_path = Path(png_dir) if png_dir is not None else None
-    for path, check, flag in (
-        (html_path, _check_file_target, "-o"),
-        (png_path, _check_dir_target, "--png"),
-    ):
-        if path is None:
-            continue
-        try:
-            check(path)
-        except OSError as exc:  # a name too long, a path through a file
-            reason = (exc.strerror or str(exc)).lower()
-            raise UsageError(f"cannot write {flag} {str(path)!r}: {reason}") from None
+    if png_path is not None:
+        _checked(png_path, _check_dir_target, "--png")
     report = collect(backend, sweep_id)
     page = render_html(report)
-    images: dict[str, bytes] = {}
+    written = []
     if png_path is not None:
         from wbsweep.report.png import render_pngs
 
         images = render_pngs(report)
         png_path.mkdir(exist_ok=True)
-    written = [_write_atomic(png_path / name, content) for name, content in images.items()]
+        written = [_write_atomic(png_path / name, content) for name, content in images.items()]
     _write_atomic(html_path, page.encode("utf-8"))
     return Written(html_path, tuple(written), len(report.runs), len(report.scored))
+
+
+def _checked(path: Path, check: Callable[[Path], None], flag: str) -> None:
+    """Run ``check``; an OS error on the way (a name too long) is a one-line error too."""
+    try:
+        check(path)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise UsageError(f"cannot write {flag} {str(path)!r}: {reason}") from None
 
 
 def _check_file_target(path: Path, flag: str = "-o") -> None:

@@ -5,8 +5,10 @@ Images are rendered into memory; the caller writes them (all or none).
 
 from __future__ import annotations
 
+import functools
 import io
 import re
+from collections.abc import Callable
 from typing import Any
 
 from wbsweep.report import data
@@ -30,14 +32,15 @@ def render_pngs(report: SweepReport) -> dict[str, bytes]:
     best_id = best.id if best else None
     shades = goodness(report)
     out: dict[str, bytes] = {}
-    drawers = [
+    drawers: list[tuple[str, Callable[[Any], bool | None]]] = [
         ("trials.png", lambda ax: _trials(ax, report, best_id)),
         ("parallel.png", lambda ax: _parallel(ax, report, shades, best_id)),
         ("importance.png", lambda ax: _importance(ax, report)),
     ]
     for metric in data.history_metrics(report):
         name = f"curves-{re.sub(r'[^A-Za-z0-9_.-]+', '_', metric)}.png"
-        drawers.append((name, lambda ax, m=metric: _curves(ax, report, m, shades, best_id)))
+        drawers.append((name, functools.partial(_curves, report=report, metric=metric,
+                                                shades=shades, best_id=best_id)))  # fmt: skip
     for name, draw in drawers:
         figure, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
         try:
