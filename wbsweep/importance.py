@@ -6,11 +6,11 @@ told from the runs nearest to it in that parameter, leaving the run itself out.
 1. The objectives become ranks (ties share their mean rank): the scale of the
    objective and a diverged run's outlier do not matter.
 2. Each run's rank is predicted by the mean rank of its neighbours in the
-   parameter, the run itself left out: for a categorical parameter, or a
-   numeric one with few values (at most :data:`MAX_GROUPS`), the runs with the
-   same value; for a numeric one with more values, the ``k`` runs nearest in
-   the parameter's order (``k = max(2, round(sqrt(n)) - 1)``), so a curved
-   effect (an optimum in the middle of a range) counts as much as a straight one.
+   parameter, the run itself left out: for a categorical parameter, the runs
+   with the same value; for a numeric one, the ``k`` runs nearest in the
+   parameter's order (``k = max(2, round(sqrt(n)) - 1)``, and every run with
+   the same value as the run counts as nearest), so a curved effect (an optimum
+   in the middle of a range) counts as much as a straight one.
 3. ``importance = 1 - sum((rank - predicted)^2) / sum((rank - mean rank)^2)``,
    at least 0: a leave-one-out R². A parameter with no effect predicts no
    better than chance and scores about 0; one that orders the objective scores
@@ -30,10 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_GROUPS", "Importance", "importance", "is_numeric", "ranks", "spearman"]
-
-#: A numeric parameter with at most this many values is grouped by value, as a category.
-MAX_GROUPS = 5
+__all__ = ["Importance", "importance", "is_numeric", "ranks", "spearman"]
 
 #: Fewer runs than this tell nothing.
 MIN_RUNS = 4
@@ -47,8 +44,8 @@ class Importance:
         score: The leave-one-out R² of the objective's ranks from the
             parameter's neighbours (0 to 1); ``None`` when it cannot be told
             (``reason`` says why).
-        by_value: Neighbours are the runs with the same value (categories, few
-            values); else the nearest runs in the parameter's order.
+        by_value: Neighbours are the runs with the same value (a categorical
+            parameter); else the nearest runs in the parameter's order.
         spearman: Spearman's rank correlation with the objective (numeric only).
         reason: Why there is no score: too few runs, a constant parameter.
     """
@@ -66,8 +63,7 @@ def is_numeric(values: Sequence[Any]) -> bool:
     (True, False, False, False)
     """
     return bool(values) and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-        for v in values
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
     )
 
 
@@ -115,7 +111,7 @@ def importance(values: Sequence[Any], objectives: Sequence[float]) -> Importance
         raise ValueError("one value per objective")
     keys = [_key(v) for v in values]
     numeric = is_numeric(values)
-    by_value = not numeric or len(set(keys)) <= MAX_GROUPS
+    by_value = not numeric
     rho = spearman([float(v) for v in values], objectives) if numeric else None
     if len(set(keys)) < 2:
         return Importance(None, by_value, rho, "the same value in every run")

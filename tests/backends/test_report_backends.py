@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import invoke
 
 from wbsweep.backends.base import Backend
-from wbsweep.errors import WbsweepError
+from wbsweep.errors import EXIT_NOT_FOUND, WbsweepError
 from wbsweep.report import write_report
 
 AddRun = Callable[..., str]
@@ -81,3 +82,32 @@ def test_the_report_shows_every_run_its_curves_and_the_best(
     importance = re.findall(r'<tr class="importance" data-param="([^"]+)"', page)
     assert importance[0] == "a"
     assert re.findall(r'<g class="pc-axis" data-param="([^"]+)"', page) == ["a", "objective"]
+
+
+def test_the_command_reports_a_sweep_of_either_backend(
+    backend: Backend, add_run: AddRun, sweep_config: dict[str, Any], tmp_path: Path
+) -> None:
+    sweep_id = backend.create(sweep_config)
+    ids = [add_run(sweep_id, "finished", float(a), history=_history(a)) for a in (1, 2, 3, 4)]
+
+    # The local supplier's store (tests/backends/conftest.py); a W&B sweep path ignores it.
+    store = tmp_path / "contract" / "store.db"
+    result = invoke("report", sweep_id, "--store", str(store), "-o", "r.html", "--png", "png")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "Wrote r.html (4 runs, 4 with an objective)."
+    page = Path("r.html").read_text()
+    assert re.findall(r'<tr class="run[^"]*" data-run="([^"]+)"', page) == ids
+    assert (Path("png") / "curves-objective.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_unknown_sweep_is_one_line_and_writes_nothing(
+    backend: Backend, missing_sweep_id: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "contract" / "store.db"
+    result = invoke("report", missing_sweep_id, "--store", str(store), "-o", "r.html")
+
+    assert result.exit_code == EXIT_NOT_FOUND
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: ") and "nosuchid" in line
+    assert not Path("r.html").exists()

@@ -3,9 +3,10 @@
 Two interfaces, as the two backends split the work:
 
 * :class:`Backend` — every backend. It registers a sweep, reads it, its
-  runs and their history (``run_history``), changes its state, says where it lives, and says how a node's workers
-  start (``worker_argv``) and how one process runs trials in itself
-  (``drive``). The best candidates are written once here, on top of ``runs``.
+  runs and their history (``run_history``), changes its state, says where it
+  lives, and says how a node's workers start (``worker_argv``) and how one
+  process runs trials in itself (``drive``). The best candidates are written
+  once here, on top of ``runs``.
 * :class:`RunQueue` — where wbsweep itself hands out runs (the local store):
   claim, heartbeat, report start, history and result, finish. On W&B the
   server and ``wandb agent`` own the queue, so :attr:`Backend.queue` is ``None``.

@@ -38,11 +38,11 @@ def colour(goodness: float) -> str:
     return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round numbers spanning ``low..high``.
+def nice_ticks(low: float, high: float, count: int = 5, whole: bool = False) -> list[float]:
+    """Round numbers spanning ``low..high`` (``whole``: whole numbers only).
 
-    >>> nice_ticks(0.0, 1.0)
-    [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    >>> nice_ticks(0.0, 1.0), nice_ticks(0, 2, 8, whole=True)
+    ([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], [0, 1, 2])
     """
     if high <= low:
         return [low]
@@ -52,11 +52,13 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
         if raw <= m * step:
             step *= m
             break
+    if whole:
+        step = max(1, round(step))
     first = math.ceil(low / step - 1e-9)
     ticks = []
     k = first
     while k * step <= high + step * 1e-9:
-        ticks.append(round(k * step, 12))
+        ticks.append(k * step if whole else round(k * step, 12))
         k += 1
     return ticks
 
@@ -69,6 +71,8 @@ class _Frame:
     x_high: float
     y_low: float
     y_high: float
+    #: The x values are whole numbers (trials, steps): no tick between two of them.
+    whole_x: bool = True
 
     def x(self, v: float) -> float:
         span = self.x_high - self.x_low or 1.0
@@ -85,7 +89,7 @@ class _Frame:
             out.append(f'<line class="grid" x1="{_M["left"]}" x2="{_W - _M["right"]}" '
                        f'y1="{y:.1f}" y2="{y:.1f}"/>')  # fmt: skip
             out.append(_label(_M["left"] - 6, y + 4, _tick(t), "end"))
-        for t in nice_ticks(self.x_low, self.x_high, 8):
+        for t in nice_ticks(self.x_low, self.x_high, 8, whole=self.whole_x):
             x = self.x(t)
             out.append(f'<line class="tick" x1="{x:.1f}" x2="{x:.1f}" '
                        f'y1="{_H - _M["bottom"]}" y2="{_H - _M["bottom"] + 5}"/>')  # fmt: skip
@@ -204,7 +208,8 @@ def curves_svg(
     steps = [s for c in found for s in c.steps]
     values = [v for c in found for v in c.values]
     frame = _Frame(min(steps), max(steps) if max(steps) > min(steps) else min(steps) + 1,
-                   *_padded(min(values), max(values)))  # fmt: skip
+                   *_padded(min(values), max(values)),
+                   whole_x=all(float(s).is_integer() for s in steps))  # fmt: skip
     out = frame.axes("step", metric)
     for curve in sorted(found, key=lambda c: (c.run_id == best_id, goodness.get(c.run_id, 0.0))):
         best = curve.run_id == best_id
