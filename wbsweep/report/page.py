@@ -155,9 +155,8 @@ def _trials(report: SweepReport, best_id: str | None) -> str:
 def _parallel(report: SweepReport, shades: dict[str, float], best_id: str | None) -> str:
     axes = data.parallel_axes(report)
     fixed = [p for p in report.params if p not in report.varied()]
-    shown = ", ".join(
-        f"{p}={_show(report.scored[0].params.get(p))}" for p in fixed if report.scored
-    )
+    values = {p: run.params[p] for run in reversed(report.scored) for p in fixed if p in run.params}
+    shown = ", ".join(f"{p}={_show(values[p])}" for p in fixed if p in values)
     note = f'<p class="legend">Same in every run: {escape(shown)}.</p>\n' if shown else ""
     if len(axes) < 2:
         return f'<h2>Parallel coordinates</h2>\n{note}<p class="note">No parameter varied.</p>'
