@@ -68,6 +68,9 @@ __all__ = [
     "wandb_executable",
 ]
 
+#: The most rows of a run's history read back (W&B samples longer histories).
+HISTORY_SAMPLES = 10_000
+
 _STATE_FLAGS = {
     SweepState.PAUSED: "--pause",
     SweepState.RUNNING: "--resume",
@@ -190,6 +193,20 @@ class WandbBackend(Backend):
         found = self._api_runs(path, filters, f"{sign}summary_metrics.{sweep.metric_name}")
         records = [run_record(run, sweep) for run in found]
         return [r for r in records if r.state == RunState.FINISHED and r.has_finite_objective]
+
+    def run_history(self, sweep_id: str, run_id: str) -> list[dict[str, Any]] | None:
+        """The run's logged rows (up to :data:`HISTORY_SAMPLES`), W&B's own keys kept.
+
+        ``_step`` is the training step where the run logged ``train/global_step``
+        (as Transformers' W&B callback does), else W&B's count of ``log`` calls.
+        """
+        path = self._path(sweep_id)
+        where = f"{path.entity}/{path.project}/{run_id}"
+        try:
+            rows = self._api().run(where).history(samples=HISTORY_SAMPLES, pandas=False)
+        except Exception as exc:
+            raise sdk_error(exc, where) from None
+        return [_training_step(dict(row)) for row in rows]
 
     def set_state(self, sweep_id: str, state: SweepState) -> None:
         try:
@@ -332,6 +349,13 @@ def _sweep_params(param_file: str, names: set[str]) -> dict[str, Any]:
         for k, v in loaded.items()
         if k in names
     }
+
+
+def _training_step(row: dict[str, Any]) -> dict[str, Any]:
+    step = row.get("train/global_step")
+    if isinstance(step, int | float) and not isinstance(step, bool):
+        row["_step"] = int(step)
+    return row
 
 
 def _max_retries() -> int:
