@@ -38,6 +38,7 @@ __all__ = [
     "InProcessTrial",
     "Reporter",
     "RunEnd",
+    "RunLabel",
     "RunRecord",
     "SweepRecord",
     "UNUSED_KEY",
@@ -129,6 +130,27 @@ class SweepRecord:
     def run_cap(self) -> int | None:
         cap = self.config.get("run_cap")
         return int(cap) if cap is not None else None
+
+    @property
+    def name(self) -> str:
+        """The sweep's display name: ``name`` in its config, else its bare id (as W&B shows it)."""
+        return str(self.config.get("name") or self.id.rsplit("/", 1)[-1])
+
+
+@dataclass(frozen=True)
+class RunLabel:
+    """How a trial's W&B run reads on the dashboard.
+
+    Attributes:
+        name: ``<sweep name>-<n>``, ``n`` the run's number in its sweep (from 1).
+        tags: The backend (``local`` or ``wandb``) and the worker that ran it.
+        group: The run group, where the sweep itself does not group its runs on W&B
+            (a local sweep's runs are grouped under the sweep's name).
+    """
+
+    name: str
+    tags: tuple[str, ...] = ()
+    group: str | None = None
 
 
 class Reporter(Protocol):

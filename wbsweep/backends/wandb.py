@@ -21,11 +21,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import yaml
 
+from wbsweep.backends import _wandb_sync as sync
 from wbsweep.backends._liveness import heartbeat_timeout, is_stale
 from wbsweep.backends._wandb_auth import (
     api_key,
@@ -154,6 +155,50 @@ class WandbBackend(Backend):
         if not sweep_id:
             raise WbsweepError(f"W&B did not register the sweep in {where}")
         return str(SweepPath(self.entity, project, str(sweep_id)))
+
+    def import_runs(
+        self, sweep: SweepRecord, run_dirs: Sequence[str], run_ids: Sequence[str]
+    ) -> tuple[str, int]:
+        import wandb
+
+        project = resolve_project(self.project, sweep.config.get("project"))
+        where = SweepPath(self.entity, project, sweep.id)
+        fresh = sync.unsynced(run_dirs)
+        if fresh:
+            argv = sync.sync_argv(wandb_executable(), fresh, entity=self.entity, project=project)
+            sync.run_wandb(argv, what="wandb sync")
+        found = self._api_runs(where, {"name": {"$in": list(run_ids)}}, "+created_at")
+        missing = sorted(set(run_ids) - {str(run.id) for run in found})
+        if missing:
+            raise WbsweepError(
+                f"W&B did not take run(s) {', '.join(missing)} into {where.entity}/{project} "
+                "(run `wandb sync -v` on their offline-run-* folders to see why)"
+            )
+        held = [str(run.sweep_name) for run in found if getattr(run, "sweep_name", None)]
+        loose = [str(run.id) for run in found if not getattr(run, "sweep_name", None)]
+        config = sync.sweep_config(sweep.config)
+        if not held:
+            try:
+                with (
+                    contextlib.redirect_stdout(sys.stderr),
+                    _environ_kept("WANDB_PROJECT", "WANDB_ENTITY"),
+                ):
+                    made = wandb.sweep(
+                        config, entity=self.entity, project=project, prior_runs=loose
+                    )
+            except Exception as exc:
+                raise sdk_error(exc, f"{self.entity}/{project}") from None
+            path = SweepPath(self.entity, project, str(made))
+        else:
+            path = SweepPath(self.entity, project, held[0])
+            if loose:
+                with sync.with_config_file(config) as handle:
+                    argv = sync.attach_argv(wandb_executable(), str(path), loose, handle.name)
+                    sync.run_wandb(argv, what=f"attaching runs to W&B sweep {path}")
+        # A state set on W&B since (finished, canceled) stays as it is.
+        with contextlib.suppress(SweepStateError):
+            self.set_state(str(path), sync.mirrored_state(sweep.state))
+        return str(path), len(fresh)
 
     def sweep(self, sweep_id: str) -> SweepRecord:
         path = self._path(sweep_id)
