@@ -9,10 +9,12 @@ reads what it holds. Nothing in wbsweep or the SDK is mocked. Slow: two real
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import SWEEPS, create, status, wbsweep
+from helpers import SWEEPS, create, status, sweep_with_results, wbsweep
 from wandb_double import WandbDouble
 
 from wbsweep.backends.local import LocalBackend
@@ -76,3 +78,36 @@ def test_a_local_sweep_syncs_into_one_wandb_sweep_once(
     assert wandb_double.operations().count("UpsertBucket") == uploads
     for output in (synced.stdout, synced.stderr, again.stdout, again.stderr):
         assert wandb_double.api_key not in output
+
+
+OLD_STYLE_RUN = """
+import wandb
+
+run = wandb.init(project="local", config={"learning_rate": 0.001})
+run.summary["eval_loss"] = 0.5
+run.finish()
+"""
+
+
+def test_a_run_that_names_a_sweep_w_and_b_does_not_know_is_refused_in_one_line(
+    wandb_double: WandbDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WBSWEEP_BACKEND", "local")
+    # An offline run that recorded the local sweep's id as its W&B sweep (what trials of
+    # earlier wbsweep releases did): W&B answers 404 and does not take it.
+    sweep_id, runs = sweep_with_results([0.5])
+    env = wandb_double.child_env(
+        {"WANDB_MODE": "offline", "WANDB_RUN_ID": runs[0]["id"], "WANDB_SWEEP_ID": sweep_id}
+    )
+    made = subprocess.run(
+        [sys.executable, "-c", OLD_STYLE_RUN], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert made.returncode == 0, made.stderr
+    (folder,) = (tmp_path / "wandb").glob("offline-run-*")
+
+    result = wbsweep("sync", sweep_id, "--project", "synced")
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: W&B did not take run(s) " + runs[0]["id"])
+    assert wandb_double.runs() == [] and wandb_double.sweeps() == []
+    assert not list(folder.glob("*.synced"))  # a later sync tries it again

@@ -162,16 +162,16 @@ class WandbBackend(Backend):
         import wandb
 
         project = resolve_project(self.project, sweep.config.get("project"))
-        where = SweepPath(self.entity, project, sweep.id)
+        where = f"{self.entity}/{project}"
         fresh = sync.unsynced(run_dirs)
         if fresh:
             argv = sync.sync_argv(wandb_executable(), fresh, entity=self.entity, project=project)
             sync.run_wandb(argv, what="wandb sync")
-        found = self._api_runs(where, {"name": {"$in": list(run_ids)}}, "+created_at")
+        found = self._project_runs(where, list(run_ids))
         missing = sorted(set(run_ids) - {str(run.id) for run in found})
         if missing:
             raise WbsweepError(
-                f"W&B did not take run(s) {', '.join(missing)} into {where.entity}/{project} "
+                f"W&B did not take run(s) {', '.join(missing)} into {where} "
                 "(run `wandb sync -v` on their offline-run-* folders to see why)"
             )
         held = [str(run.sweep_name) for run in found if getattr(run, "sweep_name", None)]
@@ -187,7 +187,7 @@ class WandbBackend(Backend):
                         config, entity=self.entity, project=project, prior_runs=loose
                     )
             except Exception as exc:
-                raise sdk_error(exc, f"{self.entity}/{project}") from None
+                raise sdk_error(exc, where) from None
             path = SweepPath(self.entity, project, str(made))
         else:
             path = SweepPath(self.entity, project, held[0])
@@ -335,6 +335,19 @@ class WandbBackend(Backend):
         if found is None:
             raise sweep_not_found(path)
         return found
+
+    def _project_runs(self, where: str, run_ids: list[str]) -> list[Any]:
+        """The runs of ``entity/project`` named in ``run_ids`` (none when there is no project)."""
+        try:
+            runs = self._api().runs(
+                where, filters={"name": {"$in": run_ids}}, per_page=100, lazy=False
+            )
+            return list(runs)
+        except Exception as exc:
+            lowered = str(exc).lower()
+            if "not found" in lowered or "could not find" in lowered:
+                return []
+            raise sdk_error(exc, where) from None
 
     def _api_runs(self, path: SweepPath, filters: dict[str, Any], order: str) -> list[Any]:
         try:
