@@ -30,19 +30,29 @@ def test_a_local_sweep_syncs_into_one_wandb_sweep_once(
     sweep_id = create(
         SWEEPS / "tiny.py", "--backend", "local", "--n-trials", "2", "--name", "tiny-sync"
     )
+    # One trial, then a sync while the sweep still runs: its W&B sweep is paused.
+    result = wbsweep("agent", sweep_id, "--count", "1", timeout=600, **offline)
+    assert result.returncode == 0, result.stdout + result.stderr
+    first = wbsweep("sync", sweep_id, "--project", "synced")
+    assert first.returncode == 0, first.stdout + first.stderr
+    (sweep,) = wandb_double.sweeps()
+    path = f"{wandb_double.entity}/synced/{sweep['id']}"
+    assert f"to W&B sweep {path}: 1 run(s), 1 uploaded now" in first.stdout
+    assert f"/{wandb_double.entity}/synced/sweeps/{sweep['id']}" in first.stdout
+    assert sweep["state"] == "PAUSED" and len(sweep["runs"]) == 1
+
+    # The second trial, then a sync: it joins the same W&B sweep, which is finished now.
     result = wbsweep("agent", sweep_id, timeout=600, **offline)
     assert result.returncode == 0, result.stdout + result.stderr
     local = status(sweep_id)
     runs = {run["id"]: run for run in local["runs"]}
     assert [run["state"] for run in runs.values()] == ["finished", "finished"]
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2
-
     synced = wbsweep("sync", sweep_id, "--project", "synced")
     assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert f"to W&B sweep {path}: 2 run(s), 1 uploaded now" in synced.stdout
     (sweep,) = wandb_double.sweeps()
-    path = f"{wandb_double.entity}/synced/{sweep['id']}"
-    assert f"to W&B sweep {path}: 2 run(s), 2 uploaded now" in synced.stdout
-    assert f"/{wandb_double.entity}/synced/sweeps/{sweep['id']}" in synced.stdout
+    assert sweep["state"] == "FINISHED"  # the local sweep is over: no W&B agent starts it
 
     uploaded = wandb_double.runs()
     assert sorted(run["id"] for run in uploaded) == sorted(runs)
@@ -67,7 +77,6 @@ def test_a_local_sweep_syncs_into_one_wandb_sweep_once(
     local_config = LocalBackend().sweep(sweep_id).config
     for key in ("method", "metric", "parameters", "command", "run_cap", "name"):
         assert sweep["config"][key] == local_config[key], key
-    assert sweep["state"] == "FINISHED"  # the local sweep is over: no W&B agent starts it
 
     # Again: nothing is uploaded twice and no second sweep is made.
     uploads = wandb_double.operations().count("UpsertBucket")
@@ -76,7 +85,7 @@ def test_a_local_sweep_syncs_into_one_wandb_sweep_once(
     assert f"to W&B sweep {path}: 2 run(s), 0 uploaded now" in again.stdout
     assert len(wandb_double.sweeps()) == 1 and len(wandb_double.runs()) == 2
     assert wandb_double.operations().count("UpsertBucket") == uploads
-    for output in (synced.stdout, synced.stderr, again.stdout, again.stderr):
+    for output in (first.stdout, first.stderr, synced.stdout, synced.stderr, again.stdout):
         assert wandb_double.api_key not in output
 
 

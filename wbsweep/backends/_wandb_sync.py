@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -93,7 +93,7 @@ def run_wandb(argv: list[str], *, what: str) -> str:
     return output
 
 
-def with_config_file(config: Mapping[str, Any]) -> tempfile._TemporaryFileWrapper[str]:
+def with_config_file(config: Mapping[str, Any]) -> IO[str]:
     """The sweep config as a YAML file, for ``wandb sweep --update``."""
     handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="wbsweep-sync-")  # noqa: SIM115
     yaml.safe_dump(dict(config), handle, sort_keys=False)
