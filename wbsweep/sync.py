@@ -36,7 +36,7 @@ class SyncResult:
         sweep: The W&B sweep that holds the runs (``entity/project/id``).
         url: Its page on the W&B app.
         runs: How many of the sweep's runs are on W&B now.
-        uploaded: How many run folders were uploaded by this sync.
+        uploaded: How many of the runs this sync uploaded (the others were before).
         skipped: Runs not synced: still running, or no offline run folder found.
     """
 
@@ -135,13 +135,12 @@ def sync_sweep(
             "pass --wandb-dir DIR, the folder the trials ran in"
         )
     destination = target()
-    run_ids = [run_id for run_id in ended if run_id in found]
-    folders = [folder for run_id in run_ids for folder in found[run_id]]
-    path, uploaded = destination.import_runs(record, folders, run_ids)
+    run_dirs = {run_id: found[run_id] for run_id in ended if run_id in found}
+    path, uploaded = destination.import_runs(record, run_dirs)
     return SyncResult(
         sweep=path,
         url=destination.sweep_url(path),
-        runs=len(run_ids),
+        runs=len(run_dirs),
         uploaded=uploaded,
-        skipped=len(runs) - len(run_ids),
+        skipped=len(runs) - len(run_dirs),
     )

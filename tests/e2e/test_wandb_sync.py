@@ -87,6 +87,12 @@ def test_a_local_sweep_syncs_into_one_wandb_sweep_once(
     assert wandb_double.operations().count("UpsertBucket") == uploads
     for output in (first.stdout, first.stderr, synced.stdout, synced.stderr, again.stdout):
         assert wandb_double.api_key not in output
+    # To another project: `wandb sync` uploads a run once, so it says where they are not.
+    other = wbsweep("sync", sweep_id, "--project", "other")
+    assert other.returncode == 10, other.stdout + other.stderr
+    (line,) = other.stderr.strip().splitlines()
+    assert f"were uploaded before, not to {wandb_double.entity}/other" in line
+    assert len(wandb_double.sweeps()) == 1
 
 
 OLD_STYLE_RUN = """

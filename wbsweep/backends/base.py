@@ -34,7 +34,7 @@ from __future__ import annotations
 import abc
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wbsweep.backends._liveness import DEFAULT_HEARTBEAT_TIMEOUT, heartbeat_every
@@ -322,16 +322,16 @@ class Backend(abc.ABC):
         return RunLabel(f"{sweep.name}-{number}", (self.name, worker or socket.gethostname()))
 
     def import_runs(
-        self, sweep: SweepRecord, run_dirs: Sequence[str], run_ids: Sequence[str]
+        self, sweep: SweepRecord, run_dirs: Mapping[str, Sequence[str]]
     ) -> tuple[str, int]:
         """Upload another backend's offline W&B runs here, in a sweep with ``sweep``'s config.
 
-        ``run_dirs`` are the runs' ``offline-run-*`` directories, ``run_ids`` the
-        runs they hold. Runs uploaded before are not uploaded again, and the
-        sweep made for them the first time is reused.
+        ``run_dirs`` maps each run's id to its ``offline-run-*`` directories (a
+        resumed run has several). Runs uploaded before are not uploaded again,
+        and the sweep made for them the first time is reused.
 
         Returns:
-            The sweep's id here and how many run directories were uploaded now.
+            The sweep's id here and how many of the runs were uploaded now.
 
         Raises:
             UsageError: This backend keeps no W&B runs (only W&B does).

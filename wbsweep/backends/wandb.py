@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -157,18 +157,25 @@ class WandbBackend(Backend):
         return str(SweepPath(self.entity, project, str(sweep_id)))
 
     def import_runs(
-        self, sweep: SweepRecord, run_dirs: Sequence[str], run_ids: Sequence[str]
+        self, sweep: SweepRecord, run_dirs: Mapping[str, Sequence[str]]
     ) -> tuple[str, int]:
         import wandb
 
         project = resolve_project(self.project, sweep.config.get("project"))
         where = f"{self.entity}/{project}"
-        fresh = sync.unsynced(run_dirs)
-        if fresh:
-            argv = sync.sync_argv(wandb_executable(), fresh, entity=self.entity, project=project)
+        fresh = {run_id: sync.unsynced(dirs) for run_id, dirs in run_dirs.items()}
+        upload = [folder for dirs in fresh.values() for folder in dirs]
+        if upload:
+            argv = sync.sync_argv(wandb_executable(), upload, entity=self.entity, project=project)
             sync.run_wandb(argv, what="wandb sync")
-        found = self._project_runs(where, list(run_ids))
-        missing = sorted(set(run_ids) - {str(run.id) for run in found})
+        found = self._project_runs(where, list(run_dirs))
+        missing = sorted(set(run_dirs) - {str(run.id) for run in found})
+        before = [run_id for run_id in missing if not fresh[run_id]]
+        if before:  # `wandb sync` skips a folder it uploaded once, wherever it went
+            raise UsageError(
+                f"run(s) {', '.join(before)} were uploaded before, not to {where}: "
+                "sync to the project they went to"
+            )
         if missing:
             raise WbsweepError(
                 f"W&B did not take run(s) {', '.join(missing)} into {where} "
@@ -198,7 +205,7 @@ class WandbBackend(Backend):
         # A state set on W&B since (finished, canceled) stays as it is.
         with contextlib.suppress(SweepStateError):
             self.set_state(str(path), sync.mirrored_state(sweep.state))
-        return str(path), len(fresh)
+        return str(path), sum(1 for dirs in fresh.values() if dirs)
 
     def sweep(self, sweep_id: str) -> SweepRecord:
         path = self._path(sweep_id)
