@@ -3,7 +3,7 @@
 Only rank 0 of a trial opens a run. The run joins the one a sweep agent chose
 (``WANDB_RUN_ID``, ``WANDB_SWEEP_ID`` and ``WANDB_SWEEP_PARAM_PATH`` are the
 SDK's own way to say so) by opening it with that id; on a local sweep it is an
-offline run that ``wandb sync`` can upload later.
+offline run that ``wbsweep sync`` uploads later (with the real ``wandb sync``).
 
 The project, everywhere in wbsweep (trial runs, ``wbsweep create``, the
 plugin), is the first of:

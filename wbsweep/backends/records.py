@@ -176,7 +176,7 @@ class ClaimedRun:
 
     ``reporter`` is ``None`` where W&B itself records the run. ``wandb_mode``
     is the mode the trial's W&B run takes when ``WANDB_MODE`` does not say
-    (``offline`` for local sweeps, so ``wandb sync`` can upload them later);
+    (``offline`` for local sweeps, so ``wbsweep sync`` can upload them later);
     ``wandb_group`` groups a local sweep's runs on the dashboard.
     """
 
