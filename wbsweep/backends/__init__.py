@@ -7,6 +7,7 @@ ask which one it is; what differs lives behind its methods.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -178,8 +179,13 @@ def trial_label(environ: Mapping[str, str] | None = None) -> RunLabel | None:
         sweep_id = source.get("WANDB_SWEEP_ID")
         if not sweep_id or source.get("WANDB_MODE") in ("offline", "disabled"):
             return None
-        entity, project = source.get("WANDB_ENTITY"), source.get("WANDB_PROJECT")
-        wandb = open_backend("wandb", entity=entity, project=project)
+        wandb = _trial_wandb(source.get("WANDB_ENTITY"), source.get("WANDB_PROJECT"))
         return wandb.run_label(wandb.resolve(sweep_id), run_id)
     except Exception:  # noqa: BLE001 - W&B's own name then; the trial goes on
         return None
+
+
+@functools.lru_cache(maxsize=4)
+def _trial_wandb(entity: str | None, project: str | None) -> Backend:
+    # One login check per process: a warm rank labels trial after trial.
+    return open_backend("wandb", entity=entity, project=project)
