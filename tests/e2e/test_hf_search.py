@@ -191,9 +191,12 @@ def test_hp_name_names_each_in_process_run_on_the_dashboard(
     wandb_double: WandbDouble, tmp_path: Path
 ) -> None:
     # A local sweep whose runs go online (WANDB_MODE=online): the W&B double sees them.
+    def lr_space(trial: Any) -> dict[str, Any]:
+        return {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)}
+
     trainer = tiny_trainer(tmp_path)
     trainer.hyperparameter_search(
-        backend="wandb", hp_space=optuna_space, n_trials=2, wbsweep_backend="local",
+        backend="wandb", hp_space=lr_space, n_trials=2, wbsweep_backend="local",
         hp_name=lambda trial: f"lr-{trial['learning_rate']:.2e}",
     )  # fmt: skip
     (sweep,) = LocalBackend(os.environ["WBSWEEP_STORE"]).sweeps()
