@@ -325,6 +325,45 @@ def report(sweep: str, output: str, png_dir: str | None, store: str | None) -> N
         click.echo(f"Wrote {path}")
 
 
+@main.command()
+@click.argument("sweep")
+@click.option("--project", "-p", required=True, help="W&B project to upload the runs to.")
+@click.option("--entity", "-e", default=None, help="W&B entity [default: your default entity].")
+@store_option
+@click.option(
+    "--wandb-dir",
+    "wandb_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="Where the trials' wandb/ folder is (repeatable) [default: $WANDB_DIR, the "
+    "working directory, the store's directory].",
+)
+def sync(
+    sweep: str, project: str, entity: str | None, store: str | None, wandb_dirs: tuple[str, ...]
+) -> None:
+    """Upload local sweep SWEEP's runs to W&B, in a W&B sweep with the same config.
+
+    Run again to upload runs that ended since: runs uploaded before are not
+    uploaded twice, and they stay in the same W&B sweep.
+    """
+    from wbsweep.sync import sync_sweep
+
+    result = sync_sweep(
+        open_backend("local", store=store),
+        sweep,
+        lambda: open_backend("wandb", entity=entity, project=project),
+        wandb_dirs=wandb_dirs,
+    )
+    click.echo(
+        f"Synced sweep {sweep} to W&B sweep {result.sweep}: {result.runs} run(s), "
+        f"{result.uploaded} uploaded now."
+    )
+    if result.skipped:
+        click.echo(f"Not synced: {result.skipped} run(s) still running or without offline runs.")
+    if result.url:
+        click.echo(f"View it at {result.url}")
+
+
 def _state_command(state: SweepState, verb: str) -> click.Command:
     @click.argument("sweep")
     @store_option

@@ -35,7 +35,7 @@ SWEEP_KEYS = frozenset(
 )
 
 _REQUIRED = ("model_init", "training_args", "datasets")
-_OPTIONAL_CALLABLES = ("compute_objective", "trainer_kwargs")
+_OPTIONAL_CALLABLES = ("compute_objective", "trainer_kwargs", "hp_name")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ class SweepFile:
         hp_space: An Optuna-style function, a W&B parameters dict / sweep config, or None.
         compute_objective: ``compute_objective(metrics) -> float`` or None for the default.
         trainer_kwargs: Returns extra ``Trainer`` keyword arguments, or None.
+        hp_name: ``hp_name(trial) -> str``, the W&B run's name (``trial``: the run's
+            params), or None for ``<sweep name>-<n>``.
         defaults: The ``SWEEP`` dict (defaults for ``create``); empty when absent.
     """
 
@@ -61,6 +63,7 @@ class SweepFile:
     hp_space: Callable[[Any], Any] | dict[str, Any] | None = None
     compute_objective: Callable[[dict[str, float]], float] | None = None
     trainer_kwargs: Callable[[], dict[str, Any]] | None = None
+    hp_name: Callable[[dict[str, Any]], Any] | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
 
 

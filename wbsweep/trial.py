@@ -33,7 +33,7 @@ import traceback
 from typing import Any
 
 from wbsweep import procs
-from wbsweep.backends import queue_from_env
+from wbsweep.backends import queue_from_env, trial_label
 from wbsweep.errors import (
     EXIT_FAILED,
     EXIT_TERMINATED,
@@ -43,9 +43,10 @@ from wbsweep.errors import (
 )
 from wbsweep.lifecycle import GOALS, rank, run_trial
 from wbsweep.nodes import TRIAL_ENV, NodeGroup, first_failure, record_end, watch_peers
-from wbsweep.sweepfile import describe_error, load_sweep_file
+from wbsweep.sweepfile import SweepFile, describe_error, load_sweep_file
+from wbsweep.wandb_run import RunSettings
 
-__all__ = ["main", "read_params"]
+__all__ = ["main", "read_params", "run_settings"]
 
 # Read before anything slow: compared after PR_SET_PDEATHSIG to catch a
 # launcher that died while this process was still starting.
@@ -64,6 +65,13 @@ def read_params(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise TrialError(f"params file {os.fspath(path)} must hold a JSON object")
     return params
+
+
+def run_settings(sweep: SweepFile, params: dict[str, Any]) -> RunSettings:
+    """How rank 0 opens the trial's W&B run: named and tagged for its sweep (cold and warm)."""
+    if rank() != 0 or os.environ.get("WANDB_MODE") == "disabled":
+        return RunSettings()
+    return RunSettings().labelled(trial_label(), sweep.hp_name, params)
 
 
 def _derived_run_id(*parts: object) -> str:
@@ -213,6 +221,7 @@ def _main(argv: list[str] | None) -> int:
             metric=options.metric,
             goal=options.goal,
             reporter=queue_from_env(),
+            wandb=run_settings(sweep, params),
         )
         return 0
     except procs.Terminated:

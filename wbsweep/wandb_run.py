@@ -3,7 +3,7 @@
 Only rank 0 of a trial opens a run. The run joins the one a sweep agent chose
 (``WANDB_RUN_ID``, ``WANDB_SWEEP_ID`` and ``WANDB_SWEEP_PARAM_PATH`` are the
 SDK's own way to say so) by opening it with that id; on a local sweep it is an
-offline run that ``wandb sync`` can upload later.
+offline run that ``wbsweep sync`` uploads later (with the real ``wandb sync``).
 
 The project, everywhere in wbsweep (trial runs, ``wbsweep create``, the
 plugin), is the first of:
@@ -23,10 +23,14 @@ plugin), is the first of:
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wbsweep.backends.records import RunLabel
 
 __all__ = ["DEFAULT_PROJECT", "RunSettings", "TrialRun", "resolve_project"]
 
@@ -53,6 +57,8 @@ class RunSettings:
         entity: The entity; ``None`` lets the SDK choose (``WANDB_ENTITY``, the default).
         group: A run group (a local sweep's runs share one).
         mode: The mode when ``WANDB_MODE`` is unset (``offline`` for local sweeps).
+        name: The run's name (``<sweep name>-<n>``, or ``hp_name(trial)``); None: W&B's.
+        tags: The run's tags (the backend and the worker).
     """
 
     project: str | None = None
@@ -60,6 +66,29 @@ class RunSettings:
     entity: str | None = None
     group: str | None = None
     mode: str | None = None
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+
+    def labelled(
+        self,
+        label: RunLabel | None,
+        hp_name: Callable[[dict[str, Any]], Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> RunSettings:
+        """These settings with the run's name, tags and group from ``label``.
+
+        ``hp_name(params)`` names the run instead when given (Transformers'
+        ``hp_name(trial)``; the trial is the run's params, as Transformers' W&B
+        search passes them).
+        """
+        name = label.name if label is not None else self.name
+        if hp_name is not None:
+            name = str(hp_name(dict(params or {})))
+        if label is None:
+            return dataclasses.replace(self, name=name)
+        return dataclasses.replace(
+            self, name=name, tags=label.tags, group=label.group or self.group
+        )
 
 
 class TrialRun:
@@ -108,6 +137,8 @@ class TrialRun:
             entity=settings.entity,
             id=run_id,
             group=settings.group,
+            name=settings.name,
+            tags=list(settings.tags) or None,
             config=dict(config),
             mode=mode,  # type: ignore[arg-type]
             # A run W&B hands out again (preempted or crashed) goes on with its history.

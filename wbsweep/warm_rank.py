@@ -45,7 +45,13 @@ from wbsweep.errors import (
 from wbsweep.lifecycle import GOALS, rank, run_trial
 from wbsweep.sweepfile import describe_error, load_sweep_file
 from wbsweep.training import SweepFileTrainer
-from wbsweep.trial import _destroy_process_group, _fail, die_with_parent, watch_launcher
+from wbsweep.trial import (
+    _destroy_process_group,
+    _fail,
+    die_with_parent,
+    run_settings,
+    watch_launcher,
+)
 from wbsweep.wandb_run import TrialRun
 from wbsweep.warm import ADDRESS_ENV, AUTHKEY_ENV, TrialEnded
 
@@ -217,14 +223,16 @@ def _one_trial(
     from wbsweep.backends import queue_from_env
 
     run_id = str(body["run_id"])
+    params = dict(body["params"])
     try:
         run_trial(
             setup,
-            dict(body["params"]),
+            params,
             run_id=run_id,
             metric=options.metric,
             goal=options.goal,
             reporter=queue_from_env(),
+            wandb=run_settings(setup.sweep, params),
             should_stop=inbox.stop.is_set if rank() == 0 else None,
             finishing=lambda: conn.send(("finishing", None)),
             finish_run=uploads.finish,

@@ -123,6 +123,23 @@ def test_runs_are_oldest_first_with_only_the_sweep_parameters(
         assert [run.finished_at is not None for run in runs] == [True, True, True, False]
 
 
+def test_a_run_s_label_numbers_it_in_its_sweep_and_names_the_backend(
+    backend: Backend, add_run: AddRun, sweep_config: Config
+) -> None:
+    sweep_id = backend.create({**sweep_config, "name": "labels"})
+    made = [add_run(sweep_id, "finished", 0.5), add_run(sweep_id, "running", None)]
+    for number, run_id in enumerate(made, start=1):
+        label = backend.run_label(sweep_id, run_id)
+        assert label.name == f"labels-{number}"
+        assert label.tags[0] == backend.name and len(label.tags) == 2 and all(label.tags)
+    # Unnamed, a sweep is called by its id, as W&B shows it.
+    bare = backend.create(sweep_config)
+    run_id = add_run(bare, "running", None)
+    assert backend.run_label(bare, run_id).name == f"{bare.rsplit('/', 1)[-1]}-1"
+    with pytest.raises(SweepNotFoundError):
+        backend.run_label(backend.resolve("nosweep1"), run_id)
+
+
 def test_best_candidates_are_finished_with_a_finite_objective(
     backend: Backend, add_run: AddRun, sweep_config: Config
 ) -> None:

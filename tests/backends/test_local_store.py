@@ -200,7 +200,6 @@ def test_workers_run_this_store_s_worker_loop(tmp_path: Path) -> None:
     assert store.trial_env("abc", "run1") == {
         "WBSWEEP_STORE": str(store.path),
         "WBSWEEP_SWEEP_ID": "abc",
-        "WANDB_SWEEP_ID": "abc",
         "WANDB_RUN_ID": "run1",
     }
     assert store.work_dir("abc") == str(tmp_path / "sweep-abc")

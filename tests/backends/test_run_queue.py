@@ -226,7 +226,9 @@ def test_a_trial_gets_what_it_needs_to_report_here(queue_backend: Backend) -> No
     run_id = _claim(queue, sweep_id)
     env = queue.trial_env(sweep_id, run_id)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
-    assert env["WANDB_RUN_ID"] == run_id and env["WANDB_SWEEP_ID"] == sweep_id
+    assert env["WANDB_RUN_ID"] == run_id and env["WBSWEEP_SWEEP_ID"] == sweep_id
+    # No sweep id W&B would record for the run: no W&B server knows this sweep.
+    assert "WANDB_SWEEP_ID" not in env
     assert sweep_id in queue.work_dir(sweep_id)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -184,6 +185,33 @@ def test_local_search_in_process(tmp_path: Path) -> None:
     # the trainer is back as the user left it
     assert trainer.args is base_args and trainer.model_init is model_init
     assert trainer.hp_search_backend is None
+
+
+def test_hp_name_names_each_in_process_run_on_the_dashboard(
+    wandb_double: WandbDouble, tmp_path: Path
+) -> None:
+    # A local sweep whose runs go online (WANDB_MODE=online): the W&B double sees them.
+    def lr_space(trial: Any) -> dict[str, Any]:
+        return {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)}
+
+    trainer = tiny_trainer(tmp_path)
+    trainer.hyperparameter_search(
+        backend="wandb", hp_space=lr_space, n_trials=2, wbsweep_backend="local",
+        hp_name=lambda trial: f"lr-{trial['learning_rate']:.2e}",
+    )  # fmt: skip
+    (sweep,) = LocalBackend(os.environ["WBSWEEP_STORE"]).sweeps()
+    runs = {r.id: r for r in LocalBackend(os.environ["WBSWEEP_STORE"]).runs(sweep.id)}
+    seen = wandb_double.runs()
+    assert sorted(r["id"] for r in seen) == sorted(runs)
+    worker = f"{socket.gethostname()}:{os.getpid()}:hf"
+    for run in seen:
+        params = runs[run["id"]].params
+        assert run["display_name"] == f"lr-{params['learning_rate']:.2e}"
+        assert run["tags"] == ["local", worker]
+        assert run["group"] == sweep.id  # an unnamed sweep is called by its id
+        assert run["sweep"] is None  # no W&B server knows a local sweep
+        assert run["config"]["learning_rate"] == pytest.approx(params["learning_rate"])
+        assert run["summary"]["objective"] == pytest.approx(runs[run["id"]].objective)
 
 
 def test_failing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> None:

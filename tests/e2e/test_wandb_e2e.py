@@ -13,6 +13,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -83,6 +84,10 @@ def test_sweep_on_wandb_two_agents_two_ranks_and_best(
             assert b["learning_rate"] == pytest.approx(swept_lr)
     # Only rank 0 made a run: one W&B run per trial, no stray ones.
     assert len(wandb_double.runs()) == 3
+    # Each run is named for the sweep and its number in it, and tagged with the backend
+    # and the host that ran it.
+    assert sorted(r["display_name"] for r in runs) == [f"{sweep_id}-{n}" for n in (1, 2, 3)]
+    assert [r["tags"] for r in runs] == [["wandb", socket.gethostname()]] * 3
 
     best = wbsweep("best", path, "--json")
     assert best.returncode == 0, best.stderr

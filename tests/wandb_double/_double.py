@@ -208,7 +208,8 @@ class WandbDouble:
             ]
 
     def run(self, run_id: str) -> dict[str, Any]:
-        """A run: ``id``, ``entity``, ``project``, ``sweep``, ``state`` (W&B's:
+        """A run: ``id``, ``display_name``, ``group``, ``tags``, ``entity``, ``project``,
+        ``sweep``, ``state`` (W&B's:
         pending/running/finished/failed/crashed/killed), ``stopped`` (killed by a
         stop), ``config`` (plain values, no ``_wandb``), ``raw_config`` (W&B's
         ``{k: {"value": v}}`` form), ``summary``, ``history`` (logged rows),
@@ -351,6 +352,9 @@ class WandbDouble:
         return {
             "id": run.name,
             "name": run.name,
+            "display_name": run.display_name,
+            "group": run.group,
+            "tags": list(run.tags),
             "entity": run.entity,
             "project": run.project,
             "sweep": run.sweep,

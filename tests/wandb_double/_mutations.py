@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ._graphql import GraphQLError
-from ._store import TERMINAL_STATES, Agent, Run, Sweep, loads_json, new_name
+from ._store import TERMINAL_STATES, Agent, Run, Sweep, loads_json, matches, new_name
 
 if TYPE_CHECKING:
     from ._double import WandbDouble
@@ -63,12 +63,23 @@ def upsert_sweep(d: WandbDouble, data: dict[str, Any]) -> dict[str, Any]:
         )
         d._project(entity, project)
         d._sweeps[name] = sweep
+    attach_prior_runs(d, sweep, loads_json(data.get("priorRunsFilters"), None))
     d._changed.notify_all()
     return {
         "sweep": d._schema.sweep(sweep),
         "configValidationWarnings": [],
         "inserted": not sweep_ref,
     }
+
+
+def attach_prior_runs(d: WandbDouble, sweep: Sweep, filters: Any) -> None:
+    """``priorRunsFilters`` (``wandb.sweep(prior_runs=...)``, ``wandb sweep -R``): the
+    sweep's project's runs that match become the sweep's, as W&B attaches prior runs."""
+    if not filters:
+        return
+    for run in d._runs.values():
+        if (run.entity, run.project) == (sweep.entity, sweep.project) and matches(run, filters):
+            run.sweep = sweep.name
 
 
 def sweep_by_ref(d: WandbDouble, ref: str) -> Sweep | None:
@@ -114,6 +125,11 @@ def upsert_model(d: WandbDouble, data: dict[str, Any]) -> dict[str, Any]:
 def upsert_bucket(d: WandbDouble, data: dict[str, Any]) -> dict[str, Any]:
     name = str(data.get("name") or data.get("id") or new_name())
     run = d._runs.get(name)
+    sweep = data.get("sweep")
+    if sweep and str(sweep) not in d._sweeps and not (run is not None and run.sweep):
+        # What W&B answers a run that names a sweep it does not know (`wandb sync` of a
+        # run whose sweep lived elsewhere): 404, and the run is not taken.
+        raise GraphQLError(f"sweep {sweep} not found", status=404)
     inserted = run is None
     if run is None:
         entity = str(data.get("entityName") or data.get("entity") or d.entity)

@@ -7,11 +7,12 @@ ask which one it is; what differs lives behind its methods.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from wbsweep.backends.base import Backend, RunQueue, RunRecord, SweepRecord
+from wbsweep.backends.base import Backend, RunLabel, RunQueue, RunRecord, SweepRecord
 from wbsweep.backends.local import STORE_ENV, SWEEP_ID_ENV, LocalBackend, default_store_path
 from wbsweep.errors import SweepNotFoundError, UsageError, WbsweepError
 
@@ -31,6 +32,7 @@ __all__ = [
     "choose_backend",
     "open_backend",
     "queue_from_env",
+    "trial_label",
 ]
 
 
@@ -154,3 +156,36 @@ def queue_from_env(environ: Mapping[str, str] | None = None) -> RunQueue | None:
     except SweepNotFoundError:
         return None
     return store.queue
+
+
+def trial_label(environ: Mapping[str, str] | None = None) -> RunLabel | None:
+    """How the W&B run of the trial this process runs reads (:meth:`Backend.run_label`).
+
+    The trial's sweep is the local store's when a local worker started it (see
+    :func:`queue_from_env`), else the W&B sweep a ``wandb agent`` named
+    (``WANDB_SWEEP_ID`` in ``WANDB_ENTITY``/``WANDB_PROJECT``). ``None`` when
+    there is no sweep or its backend cannot say (the run keeps W&B's own name):
+    a label never fails a trial.
+    """
+    source = os.environ if environ is None else environ
+    run_id = source.get("WANDB_RUN_ID")
+    if not run_id:
+        return None
+    try:
+        queue = queue_from_env(source)
+        if isinstance(queue, Backend):
+            sweep_id = source.get(SWEEP_ID_ENV) or source.get("WANDB_SWEEP_ID") or ""
+            return queue.run_label(sweep_id, run_id)
+        sweep_id = source.get("WANDB_SWEEP_ID")
+        if not sweep_id or source.get("WANDB_MODE") in ("offline", "disabled"):
+            return None
+        wandb = _trial_wandb(source.get("WANDB_ENTITY"), source.get("WANDB_PROJECT"))
+        return wandb.run_label(wandb.resolve(sweep_id), run_id)
+    except Exception:  # noqa: BLE001 - W&B's own name then; the trial goes on
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def _trial_wandb(entity: str | None, project: str | None) -> Backend:
+    # One login check per process: a warm rank labels trial after trial.
+    return open_backend("wandb", entity=entity, project=project)

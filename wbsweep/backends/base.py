@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import abc
 import os
+import socket
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wbsweep.backends._liveness import DEFAULT_HEARTBEAT_TIMEOUT, heartbeat_every
@@ -45,9 +47,11 @@ from wbsweep.backends.records import (
     InProcessTrial,
     Reporter,
     RunEnd,
+    RunLabel,
     RunRecord,
     SweepRecord,
 )
+from wbsweep.errors import UsageError
 from wbsweep.states import RunState, SweepState
 
 __all__ = [
@@ -59,6 +63,7 @@ __all__ = [
     "InProcessTrial",
     "Reporter",
     "RunEnd",
+    "RunLabel",
     "RunQueue",
     "RunRecord",
     "RunState",
@@ -312,6 +317,41 @@ class Backend(abc.ABC):
         """
         queue = self.queue
         return None if queue is None else queue.history(run_id)
+
+    def run_label(self, sweep_id: str, run_id: str) -> RunLabel:
+        """How the run's W&B run reads: ``<sweep name>-<n>``, the backend and worker as tags.
+
+        ``n`` is the run's place among the sweep's runs, oldest first (a run not
+        listed yet comes next); the worker is the one recorded with the run,
+        else this host.
+
+        Raises:
+            SweepNotFoundError: No such sweep.
+        """
+        sweep = self.sweep(sweep_id)
+        runs = self.runs(sweep_id)
+        ids = [run.id for run in runs]
+        number = ids.index(run_id) + 1 if run_id in ids else len(ids) + 1
+        worker = next((run.worker for run in runs if run.id == run_id and run.worker), None)
+        return RunLabel(f"{sweep.name}-{number}", (self.name, worker or socket.gethostname()))
+
+    def import_runs(
+        self, sweep: SweepRecord, run_dirs: Mapping[str, Sequence[str]]
+    ) -> tuple[str, int]:
+        """Upload another backend's offline W&B runs here, in a sweep with ``sweep``'s config.
+
+        ``run_dirs`` maps each run's id to its ``offline-run-*`` directories (a
+        resumed run has several). Runs uploaded before are not uploaded again,
+        and the sweep made for them the first time is reused.
+
+        Returns:
+            The sweep's id here and how many of the runs were uploaded now.
+
+        Raises:
+            UsageError: This backend keeps no W&B runs (only W&B does).
+            WbsweepError: The upload or the sweep failed.
+        """
+        raise UsageError(f"the {self.name} backend does not take uploaded W&B runs")
 
     def trial_logs(self, sweep_id: str, runs: list[RunRecord]) -> dict[str, str]:
         """Where each run's trial output was kept, for the runs that have a log here."""

@@ -36,6 +36,7 @@ from wbsweep.backends._sqlite import SqliteFile
 from wbsweep.backends.base import (
     Backend,
     RunEnd,
+    RunLabel,
     RunQueue,
     RunRecord,
     RunState,
@@ -141,6 +142,11 @@ class LocalBackend(Claims, Backend, RunQueue):
         argv = [sys.executable, "-m", "wbsweep.worker", str(self.path), sweep_id, name]
         return argv + ["--warm"] if warm else argv
 
+    def run_label(self, sweep_id: str, run_id: str) -> RunLabel:
+        # No W&B sweep holds these runs: the group keeps them together on the dashboard.
+        label = super().run_label(sweep_id, run_id)
+        return dataclasses.replace(label, group=self.sweep(sweep_id).name)
+
     def agent_command(self, sweep_id: str) -> list[str]:
         argv = ["wbsweep", "agent", sweep_id]
         if self.path.resolve() != default_store_path().resolve():
@@ -221,12 +227,9 @@ class LocalBackend(Claims, Backend, RunQueue):
             return state
 
     def trial_env(self, sweep_id: str, run_id: str) -> dict[str, str]:
-        return {
-            STORE_ENV: str(self.path),
-            SWEEP_ID_ENV: sweep_id,
-            "WANDB_SWEEP_ID": sweep_id,
-            "WANDB_RUN_ID": run_id,
-        }
+        # Not WANDB_SWEEP_ID: the SDK would record this id, which no W&B server knows, as
+        # the run's sweep, and W&B refuses to take the run (`wandb sync`, online mode).
+        return {STORE_ENV: str(self.path), SWEEP_ID_ENV: sweep_id, "WANDB_RUN_ID": run_id}
 
     def work_dir(self, sweep_id: str) -> str:
         return str(self.path.parent / f"sweep-{sweep_id}")

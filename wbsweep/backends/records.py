@@ -38,6 +38,7 @@ __all__ = [
     "InProcessTrial",
     "Reporter",
     "RunEnd",
+    "RunLabel",
     "RunRecord",
     "SweepRecord",
     "UNUSED_KEY",
@@ -130,6 +131,27 @@ class SweepRecord:
         cap = self.config.get("run_cap")
         return int(cap) if cap is not None else None
 
+    @property
+    def name(self) -> str:
+        """The sweep's display name: ``name`` in its config, else its bare id (as W&B shows it)."""
+        return str(self.config.get("name") or self.id.rsplit("/", 1)[-1])
+
+
+@dataclass(frozen=True)
+class RunLabel:
+    """How a trial's W&B run reads on the dashboard.
+
+    Attributes:
+        name: ``<sweep name>-<n>``, ``n`` the run's number in its sweep (from 1).
+        tags: The backend (``local`` or ``wandb``) and the worker that ran it.
+        group: The run group, where the sweep itself does not group its runs on W&B
+            (a local sweep's runs are grouped under the sweep's name).
+    """
+
+    name: str
+    tags: tuple[str, ...] = ()
+    group: str | None = None
+
 
 class Reporter(Protocol):
     """Where rank 0 of a trial reports besides W&B: the sweep's own record.
@@ -154,7 +176,7 @@ class ClaimedRun:
 
     ``reporter`` is ``None`` where W&B itself records the run. ``wandb_mode``
     is the mode the trial's W&B run takes when ``WANDB_MODE`` does not say
-    (``offline`` for local sweeps, so ``wandb sync`` can upload them later);
+    (``offline`` for local sweeps, so ``wbsweep sync`` can upload them later);
     ``wandb_group`` groups a local sweep's runs on the dashboard.
     """
 

@@ -21,11 +21,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import yaml
 
+from wbsweep.backends import _wandb_sync as sync
 from wbsweep.backends._liveness import heartbeat_timeout, is_stale
 from wbsweep.backends._wandb_auth import (
     api_key,
@@ -157,6 +158,57 @@ class WandbBackend(Backend):
         if not sweep_id:
             raise WbsweepError(f"W&B did not register the sweep in {where}")
         return str(SweepPath(self.entity, project, str(sweep_id)))
+
+    def import_runs(
+        self, sweep: SweepRecord, run_dirs: Mapping[str, Sequence[str]]
+    ) -> tuple[str, int]:
+        import wandb
+
+        project = resolve_project(self.project, sweep.config.get("project"))
+        where = f"{self.entity}/{project}"
+        fresh = {run_id: sync.unsynced(dirs) for run_id, dirs in run_dirs.items()}
+        upload = [folder for dirs in fresh.values() for folder in dirs]
+        if upload:
+            argv = sync.sync_argv(wandb_executable(), upload, entity=self.entity, project=project)
+            sync.run_wandb(argv, what="wandb sync")
+        found = self._project_runs(where, list(run_dirs))
+        missing = sorted(set(run_dirs) - {str(run.id) for run in found})
+        before = [run_id for run_id in missing if not fresh[run_id]]
+        if before:  # `wandb sync` skips a folder it uploaded once, wherever it went
+            raise UsageError(
+                f"run(s) {', '.join(before)} were uploaded before, not to {where}: "
+                "sync to the project they went to"
+            )
+        if missing:
+            raise WbsweepError(
+                f"W&B did not take run(s) {', '.join(missing)} into {where} "
+                "(run `wandb sync -v` on their offline-run-* folders to see why)"
+            )
+        held = [str(run.sweep_name) for run in found if getattr(run, "sweep_name", None)]
+        loose = [str(run.id) for run in found if not getattr(run, "sweep_name", None)]
+        config = sync.sweep_config(sweep.config)
+        if not held:
+            try:
+                with (
+                    contextlib.redirect_stdout(sys.stderr),
+                    _environ_kept("WANDB_PROJECT", "WANDB_ENTITY"),
+                ):
+                    made = wandb.sweep(
+                        config, entity=self.entity, project=project, prior_runs=loose
+                    )
+            except Exception as exc:
+                raise sdk_error(exc, where) from None
+            path = SweepPath(self.entity, project, str(made))
+        else:
+            path = SweepPath(self.entity, project, held[0])
+            if loose:
+                with sync.with_config_file(config) as handle:
+                    argv = sync.attach_argv(wandb_executable(), str(path), loose, handle.name)
+                    sync.run_wandb(argv, what=f"attaching runs to W&B sweep {path}")
+        # A state set on W&B since (finished, canceled) stays as it is.
+        with contextlib.suppress(SweepStateError):
+            self.set_state(str(path), sync.mirrored_state(sweep.state))
+        return str(path), sum(1 for dirs in fresh.values() if dirs)
 
     def sweep(self, sweep_id: str) -> SweepRecord:
         path = self._path(sweep_id)
@@ -307,6 +359,19 @@ class WandbBackend(Backend):
         if found is None:
             raise sweep_not_found(path)
         return found
+
+    def _project_runs(self, where: str, run_ids: list[str]) -> list[Any]:
+        """The runs of ``entity/project`` named in ``run_ids`` (none when there is no project)."""
+        try:
+            runs = self._api().runs(
+                where, filters={"name": {"$in": run_ids}}, per_page=100, lazy=False
+            )
+            return list(runs)
+        except Exception as exc:
+            lowered = str(exc).lower()
+            if "not found" in lowered or "could not find" in lowered:
+                return []
+            raise sdk_error(exc, where) from None
 
     def _api_runs(self, path: SweepPath, filters: dict[str, Any], order: str) -> list[Any]:
         try:

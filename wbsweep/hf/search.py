@@ -39,7 +39,7 @@ from typing import Any
 
 from wbsweep import procs
 from wbsweep.backends import choose_backend
-from wbsweep.backends.base import ClaimedRun, DriveOptions
+from wbsweep.backends.base import Backend, ClaimedRun, DriveOptions, RunLabel
 from wbsweep.errors import (
     EXIT_TERMINATED,
     ConfigError,
@@ -236,6 +236,7 @@ def _drive(trainer: Any, options: SearchOptions, session: TrainerSession, ranks:
     _announce_sweep(sweep.id, backend.location)
     metric, goal = sweep.metric_name, sweep.goal
     preempted: list[str] = []
+    hp_name = getattr(trainer, "hp_name", None)  # what hyperparameter_search(hp_name=) set
 
     def one_trial(claimed: ClaimedRun) -> None:
         def start_every_rank() -> None:
@@ -255,7 +256,7 @@ def _drive(trainer: Any, options: SearchOptions, session: TrainerSession, ranks:
                     entity=options.entity,
                     group=claimed.wandb_group,
                     mode=claimed.wandb_mode,
-                ),
+                ).labelled(_label(backend, sweep.id, claimed.run_id), hp_name, claimed.params),
                 is_main=True,
                 ready=start_every_rank,
                 should_stop=claimed.should_stop,
@@ -282,6 +283,13 @@ def _drive(trainer: Any, options: SearchOptions, session: TrainerSession, ranks:
     if preempted:
         return None
     return _with_sweep_id(best_run(backend, sweep.id), sweep.id)
+
+
+def _label(backend: Backend, sweep_id: str, run_id: str) -> RunLabel | None:
+    try:
+        return backend.run_label(sweep_id, run_id)
+    except WbsweepError:  # the run keeps W&B's own name; the trial goes on
+        return None
 
 
 def _follow(session: TrainerSession, ranks: Ranks) -> None:
