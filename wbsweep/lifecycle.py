@@ -19,6 +19,7 @@ file; :class:`wbsweep.hf.session.TrainerSession` reuses the user's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -36,6 +37,7 @@ from wbsweep.errors import (
     EXIT_TERMINATED,
     TrialStopped,
     UsageError,
+    WbsweepError,
 )
 from wbsweep.params import RecordingParams, apply_params, trial_params, warn_unread
 from wbsweep.procs import PREEMPTION, Terminated, node_preempting
@@ -43,6 +45,7 @@ from wbsweep.shape import ran_as
 from wbsweep.sweepfile import SweepFile
 from wbsweep.training import (
     EarlyStop,
+    ProgressReport,
     SweepFileTrainer,
     ending_callback,
     evaluation_callback,
@@ -50,6 +53,7 @@ from wbsweep.training import (
     last_checkpoint,
     objective_of,
     plain_floats,
+    progress_callback,
 )
 from wbsweep.wandb_run import RunSettings, TrialRun
 
@@ -177,15 +181,22 @@ def run_trial(
     early_stop = EarlyStop()
     stop_poll = _StopPoll(should_stop, early_stop) if should_stop is not None and main else None
     report = functools.partial(_report_evaluation, run, reporting, run_id, metric)
+    progress = None
+    if main and (run is not None or reporting is not None):
+        progress = ProgressReport(functools.partial(_report_progress, run, reporting, run_id))
 
     def evaluated(step: int, objective: float, metrics: dict[str, float]) -> None:
         report(step, objective, metrics)
+        if progress is not None:
+            progress.evaluated(step, objective)
         if stop_poll is not None:
             stop_poll.evaluated()
 
     evaluations = evaluation_callback(setup.compute_objective, evaluated)
     ending = ending_callback(PREEMPTION, early_stop, stop_poll.step if stop_poll else None)
     callbacks = [evaluations, ending]
+    if progress is not None:
+        callbacks.append(progress_callback(progress))
     if reporting is not None:
         started = functools.partial(reporting.record_started, run_id, how)
         callbacks.append(first_step_callback(started))
@@ -270,3 +281,14 @@ def _report_evaluation(
         run.log_objective(objective)
     if reporter is not None:
         reporter.record_history(run_id, step, {**metrics, metric: objective})
+
+
+def _report_progress(
+    run: TrialRun | None, reporter: Reporter | None, run_id: str, progress: dict[str, Any]
+) -> None:
+    """Where the trial is, to its W&B run's summary and the sweep's record (never fatal)."""
+    if run is not None:
+        run.set_progress(progress)
+    if reporter is not None:
+        with contextlib.suppress(WbsweepError):  # a busy store: the next report says it again
+            reporter.record_progress(run_id, progress)

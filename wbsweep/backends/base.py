@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import abc
 import os
+import re
 from typing import Any
 
 from wbsweep.backends._liveness import DEFAULT_HEARTBEAT_TIMEOUT, heartbeat_every
@@ -47,6 +48,7 @@ from wbsweep.backends.records import (
     RunRecord,
     SweepRecord,
 )
+from wbsweep.errors import UsageError
 from wbsweep.states import RunState, SweepState
 
 __all__ = [
@@ -160,6 +162,13 @@ class RunQueue(abc.ABC):
     @abc.abstractmethod
     def record_result(self, run_id: str, objective: float, metrics: dict[str, Any]) -> None:
         """The objective (stored as ``None`` when not finite) and final metrics."""
+
+    @abc.abstractmethod
+    def record_progress(self, run_id: str, progress: dict[str, Any]) -> None:
+        """Where the running trial is (``RunRecord.progress``): the latest call's is kept.
+
+        Rank 0 calls it every few seconds while it trains; one short write.
+        """
 
     @abc.abstractmethod
     def finish_run(self, run_id: str, end: RunEnd) -> RunState:
@@ -299,6 +308,30 @@ class Backend(abc.ABC):
             if run.state == RunState.FINISHED and run.has_finite_objective
         ]
 
+    def sweeps(self) -> list[SweepRecord]:
+        """Every sweep this backend holds where it looks (a store, a W&B project), oldest first.
+
+        Raises:
+            WbsweepError: The backend cannot be read.
+        """
+        raise UsageError(f"the {self.name} backend cannot list its sweeps")
+
+    def log_dir(self, sweep_id: str) -> str:
+        """Where this node keeps the sweep's logs: trial logs, and worker output under progress.
+
+        The run queue's work directory; else ``sweep-<id>`` beside the default local store.
+        """
+        queue = self.queue
+        if queue is not None:
+            return queue.work_dir(sweep_id)
+        from wbsweep.backends.local import default_store_path
+
+        return str(default_store_path().parent / f"sweep-{_safe(sweep_id)}")
+
+    def worker_log(self, sweep_id: str, worker: str) -> str:
+        """Where a worker's own output goes when ``wbsweep agent`` shows live progress."""
+        return os.path.join(self.log_dir(sweep_id), f"worker-{_safe(worker)}.log")
+
     def trial_logs(self, sweep_id: str, runs: list[RunRecord]) -> dict[str, str]:
         """Where each run's trial output was kept, for the runs that have a log here."""
         queue = self.queue
@@ -328,3 +361,8 @@ class Backend(abc.ABC):
         from wbsweep.runloop import RunLoop, in_process
 
         RunLoop(queue, sweep_id, in_process(queue, trial), options).run()
+
+
+def _safe(name: str) -> str:
+    """``name`` as one file name: ``entity/project/id`` becomes ``entity_project_id``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)

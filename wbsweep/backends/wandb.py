@@ -191,6 +191,40 @@ class WandbBackend(Backend):
         records = [run_record(run, sweep) for run in found]
         return [r for r in records if r.state == RunState.FINISHED and r.has_finite_objective]
 
+    def sweeps(self) -> list[SweepRecord]:
+        """The sweeps of this backend's project (``-p``/``-e``, ``WANDB_PROJECT``), oldest first."""
+        path = SweepPath(self.entity, resolve_project(self.project), "")
+        where = f"{path.entity}/{path.project}"
+        try:
+            found = list(self._api().project(path.project, path.entity).sweeps())
+        except Exception as exc:
+            raise sdk_error(exc, where) from None
+        records = [
+            SweepRecord(
+                id=str(SweepPath(path.entity, path.project, str(sweep.id))),
+                config=dict(sweep.config),
+                state=sweep_state(sweep.state),
+                sweep_file=dict(sweep.config).get("program"),
+            )
+            for sweep in found
+        ]
+        return records[::-1] if records else records
+
+    def trial_logs(self, sweep_id: str, runs: list[RunRecord]) -> dict[str, str]:
+        """The logs this node kept: a warm trial's own, else its worker's (progress mode)."""
+        warm_dir = os.path.join(os.environ.get("WANDB_DIR") or os.getcwd(), "wandb", "wbsweep-warm")
+        found = {}
+        for run in runs:
+            if run.ran_as.get("warm"):  # where wbsweep.warm_wandb writes each trial's output
+                path = os.path.join(warm_dir, f"run-{run.id}.log")
+            elif run.worker:
+                path = self.worker_log(sweep_id, run.worker)
+            else:
+                continue
+            if os.path.exists(path):
+                found[run.id] = path
+        return found
+
     def set_state(self, sweep_id: str, state: SweepState) -> None:
         try:
             wanted = SweepState(state)
