@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from wbsweep.backends._wandb_records import RAN_AS_KEY
+from wbsweep.backends._wandb_records import RAN_AS_KEY, WORKER_KEY
 from wbsweep.backends.base import Reporter
 from wbsweep.backends.records import UNUSED_KEY
 from wbsweep.errors import (
@@ -41,7 +41,7 @@ from wbsweep.errors import (
 )
 from wbsweep.params import RecordingParams, apply_params, trial_params, warn_unread
 from wbsweep.procs import PREEMPTION, Terminated, node_preempting
-from wbsweep.shape import ran_as
+from wbsweep.shape import WORKER_ENV, ran_as
 from wbsweep.sweepfile import SweepFile
 from wbsweep.training import (
     EarlyStop,
@@ -172,8 +172,10 @@ def run_trial(
     run = None
     if main and wandb is not None:
         settings = dataclasses.replace(wandb, sweep_project=wandb.sweep_project or setup.project)
+        # The worker that runs it (``wbsweep agent`` names it): W&B keeps no other record.
+        worker = {WORKER_KEY: os.environ[WORKER_ENV]} if os.environ.get(WORKER_ENV) else {}
         # Params last: a sweep run's config must hold the sweep's own values.
-        config = {**args.to_sanitized_dict(), RAN_AS_KEY: how, **params}
+        config = {**args.to_sanitized_dict(), RAN_AS_KEY: how, **worker, **params}
         run = TrialRun.open(settings, run_id=run_id, config=config, metric=metric, goal=goal)
     if ready is not None:
         ready()

@@ -113,7 +113,8 @@ def _workers(
         ((r.worker or "elsewhere", r) for r in others),
     ):
         if run is None:
-            table.add_row(Text(name, style="bold"), Text("waiting for a run", style="dim"))
+            idle = "nothing left" if sweep.state.terminal else "waiting for a run"
+            table.add_row(Text(name, style="bold"), Text(idle, style="dim"))
             continue
         table.add_row(*_run_cells(name, run, sweep.metric_name, now))
     return table

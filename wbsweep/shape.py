@@ -161,8 +161,6 @@ def ran_as(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         out["nodes"] = int(env["WBSWEEP_NODES"])
     if env.get("WBSWEEP_WARM_GROUP") == "1":  # a warm worker's group (wbsweep.warm)
         out["warm"] = True
-    if env.get(WORKER_ENV):  # which of its node's workers (a W&B run has no other record)
-        out["worker"] = env[WORKER_ENV]
     return out
 
 

@@ -187,11 +187,12 @@ def sweeps_table(entries: Sequence[tuple[SweepRecord, Sequence[RunRecord]]]) -> 
     rows = [["sweep", "state", "runs", "best", "created"]]
     for sweep, runs in entries:
         best = best_of(runs, sweep.goal)
+        of = sweep.run_cap or grid_size(sweep.config)
         rows.append(
             [
                 sweep.id,
                 sweep.state.lower(),
-                run_counts(runs) + (f" of {of}" if (of := sweep.run_cap or grid_size(sweep.config)) else ""),
+                run_counts(runs) + (f" of {of}" if of else ""),
                 f"{sweep.metric_name}={best.objective:.6g} ({best.id})" if best else "",
                 _when(sweep.created_at),
             ]

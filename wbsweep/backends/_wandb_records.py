@@ -15,11 +15,11 @@ import json
 from typing import Any
 
 from wbsweep.backends.base import RunRecord, RunState, SweepRecord, SweepState
-from wbsweep.backends.records import WORKER_KEY
 
 __all__ = [
     "PROGRESS_KEY",
     "RAN_AS_KEY",
+    "WORKER_KEY",
     "REQUEUES_KEY",
     "run_record",
     "summary_number",
@@ -30,6 +30,8 @@ __all__ = [
 REQUEUES_KEY = "wbsweep/requeues"
 #: The run's config key for how its trial ran (:func:`wbsweep.shape.ran_as`).
 RAN_AS_KEY = "wbsweep/ran_as"
+#: The run's config key for the worker that ran the trial (``wbsweep agent`` names it).
+WORKER_KEY = "wbsweep/worker"
 #: The summary key where a trial's rank 0 keeps where it is (``RunRecord.progress``).
 PROGRESS_KEY = "wbsweep/progress"
 
@@ -67,6 +69,7 @@ def run_record(run: Any, sweep: SweepRecord) -> RunRecord:
     created = _timestamp(getattr(run, "created_at", None))
     heartbeat = _timestamp(getattr(run, "heartbeat_at", None))
     ran_as = dict(dict(run.config).get(RAN_AS_KEY) or {})
+    worker = dict(run.config).get(WORKER_KEY)
     progress = summary.get(PROGRESS_KEY)
     progress = dict(progress) if isinstance(progress, dict) else {}
     started = progress.get("started_at")
@@ -83,7 +86,7 @@ def run_record(run: Any, sweep: SweepRecord) -> RunRecord:
             and isinstance(v, int | float)
             and not isinstance(v, bool)
         },
-        worker=str(ran_as[WORKER_KEY]) if ran_as.get(WORKER_KEY) else None,
+        worker=str(worker) if worker else None,
         created_at=created,
         # W&B creates a sweep run when an agent takes it.
         claimed_at=created,

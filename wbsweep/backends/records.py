@@ -26,8 +26,6 @@ MAX_RETRIES_ENV = "WBSWEEP_MAX_RETRIES"
 COUNT_ENV = "WBSWEEP_WORKER_COUNT"
 #: The ``RunRecord.ran_as`` key for the sweep params the run's trial did not use.
 UNUSED_KEY = "unused_params"
-#: The ``RunRecord.ran_as`` key for the worker that ran the trial (``wbsweep agent`` names it).
-WORKER_KEY = "worker"
 
 __all__ = [
     "DEFAULT_MAX_FAILURES",
@@ -43,7 +41,6 @@ __all__ = [
     "RunRecord",
     "SweepRecord",
     "UNUSED_KEY",
-    "WORKER_KEY",
 ]
 
 
