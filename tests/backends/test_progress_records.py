@@ -135,3 +135,24 @@ def test_the_log_of_a_wandb_run_is_its_workers_output(
     assert result.stdout == log.read_text()
     result = invoke("logs", sweep_id, "nosuchrun")
     assert result.exit_code == 4 and "no run 'nosuchrun'" in result.stderr
+
+
+def test_status_puts_the_best_run_first_and_marks_it(
+    request: pytest.FixtureRequest, backend: Backend, add_run: AddRun, sweep_config: dict
+) -> None:
+    sweep_id = backend.create(sweep_config)  # minimize
+    worse = add_run(sweep_id, "finished", 0.75)
+    running = add_run(sweep_id, "running", None)
+    better = add_run(sweep_id, "finished", 0.5)
+    failed = add_run(sweep_id, "failed", None)
+    _report(request, backend, sweep_id, running, {"step": 3, "total": 9, "at": time.time()})
+    # The local supplier's store is not the default one; a W&B path needs no store.
+    store = ("--store", str(getattr(backend, "path", "unused.db")))
+    result = invoke("status", sweep_id, *store)
+    assert result.exit_code == 0, result.stderr
+    rows = result.stdout.splitlines()[2:6]
+    assert [row.split()[0] for row in rows] == [better, worse, running, failed]
+    assert rows[0].startswith(f"{better} *  finished  0.5")
+    assert "3/9" in rows[2] and re.search(r"\s2\s", rows[2])  # its step, its 2 ranks
+    shown = json.loads(invoke("status", sweep_id, "--json", *store).stdout)
+    assert {run["id"]: run["progress"].get("step") for run in shown["runs"]}[running] == 3

@@ -134,3 +134,20 @@ def test_on_wandb_the_display_stands_in_for_the_agents_output(
     kept = log.read_text()  # where `wandb agent` said what it did
     assert "Starting wandb agent" in kept and all(f"run: {r['id']}" in kept for r in runs)
     assert wandb_double.api_key not in out + kept
+
+
+def test_no_progress_in_a_terminal_logs_plain_lines(tmp_path: Path) -> None:
+    record = tmp_path / "records"
+    record.mkdir()
+    made = wbsweep("create", str(TEST_SWEEPS / "grid12.py"), "--json", **_TWO_POINTS)
+    assert made.returncode == 0, made.stderr
+    sweep_id = json.loads(made.stdout)["sweep_id"]
+    os.environ["WBSWEEP_TEST_RECORD_DIR"] = str(record)  # the trials write here
+    try:
+        code, screen = _in_a_terminal([WBSWEEP, "agent", sweep_id, "--no-progress"], timeout=300)
+    finally:
+        del os.environ["WBSWEEP_TEST_RECORD_DIR"]
+    assert code == 0, screen
+    for run in status(sweep_id)["runs"]:
+        assert f"run {run['id']} started: " in screen and f"run {run['id']} finished: " in screen
+    assert "\x1b[1A" not in screen and "━" not in screen
