@@ -138,7 +138,7 @@ class Agent:
                     time.sleep(self.stagger)
                 env = {**worker_env(slot, config, os.environ, threads), **self.extra_env}
                 env[PREEMPT_MARK_ENV] = str(self._preempt_mark)
-                env.setdefault(WORKER_ENV, worker_name(slot))
+                env[WORKER_ENV] = worker_name(slot)
                 self.log(
                     f"worker {slot.index}: {slot.device}, {slot.num_processes} "
                     f"process{'es' if slot.num_processes > 1 else ''} per trial"
@@ -154,6 +154,7 @@ class Agent:
                     self.keeper_argv, env=envs[0], stdout=keeper_out, stderr=keeper_out
                 )
             codes = self._wait_all(envs)
+            self._say_why(codes)
         finally:
             try:
                 self._stop_all()
@@ -196,6 +197,21 @@ class Agent:
                 for index, slot in enumerate(self.slots):
                     self._procs[index] = self._start(slot, envs[index])
             time.sleep(0.5)
+
+    def _say_why(self, codes: Sequence[int]) -> None:
+        """A worker that ended badly, its output in a file: its last line, here."""
+        if self.output is None or self._signals:
+            return
+        for slot, code in zip(self.slots, codes, strict=False):
+            if code == EXIT_OK:
+                continue
+            path = Path(self.output(slot))
+            try:
+                lines = path.read_text(errors="replace").splitlines()
+            except OSError:
+                lines = []
+            last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+            self.log(f"worker {slot.index} ended with exit {code}: {last or 'no output'} ({path})")
 
     def _start(self, slot: WorkerSlot, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         """Start the slot's worker, its output to its own file when there is one."""

@@ -151,3 +151,22 @@ def test_no_progress_in_a_terminal_logs_plain_lines(tmp_path: Path) -> None:
     for run in status(sweep_id)["runs"]:
         assert f"run {run['id']} started: " in screen and f"run {run['id']} finished: " in screen
     assert "\x1b[1A" not in screen and "━" not in screen
+
+
+def test_a_worker_that_gives_up_says_why_on_the_terminal(tmp_path: Path) -> None:
+    record = tmp_path / "records"
+    record.mkdir()
+    made = wbsweep("create", str(TEST_SWEEPS / "grid12.py"), "--json", **_TWO_POINTS)
+    assert made.returncode == 0, made.stderr
+    sweep_id = json.loads(made.stdout)["sweep_id"]
+    result = wbsweep(
+        "agent", sweep_id, "--progress", "--max-consecutive-failures", "1",
+        WBSWEEP_TEST_RECORD_DIR=str(record), WBSWEEP_TEST_FAIL_BATCH="8", timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 9, result.stdout + result.stderr
+    (run,) = status(sweep_id)["runs"]
+    assert run["state"] == "failed"
+    out = result.stdout
+    # the display's last frame, then the worker's own last word, from its log
+    assert f"last failure: run {run['id']}" in out
+    assert re.search(r"worker 0 ended with exit 9: \[\S+\] 1 trials failed in a row", out)
