@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -99,32 +99,79 @@ def _totals(sweep: SweepRecord, runs: Sequence[RunRecord]) -> Text:
     return text
 
 
+#: Columns of a worker's line: name, run, params, bar, step/total, latest evaluation, time.
+_PARAMS, _BAR = 2, 3
+_BAR_WIDTH = 20
+_GAP = 2
+
+
 def _workers(
     sweep: SweepRecord, runs: Sequence[RunRecord], workers: Sequence[str], now: float
-) -> Table:
-    table = Table.grid(padding=(0, 2))
-    for _ in range(7):
-        table.add_column(no_wrap=True)
+) -> _WorkerLines:
     running = [r for r in runs if r.state == RunState.RUNNING]
     mine = {name: [r for r in running if r.worker == name] for name in workers}
     others = [r for r in running if r.worker not in mine]
+    rows: list[list[RenderableType]] = []
     for name, run in itertools.chain(
         ((name, found[-1] if found else None) for name, found in mine.items()),
         ((r.worker or "elsewhere", r) for r in others),
     ):
         if run is None:
-            idle = "nothing left" if sweep.state.terminal else "waiting for a run"
-            table.add_row(Text(name, style="bold"), Text(idle, style="dim"))
-            continue
-        table.add_row(*_run_cells(name, run, sweep.metric_name, now))
-    return table
+            idle = "done" if sweep.state.terminal else "waiting"
+            rows.append([Text(name, style="bold"), Text(idle, style="dim")])
+        else:
+            rows.append(_run_cells(name, run, sweep.metric_name, now))
+    return _WorkerLines(rows)
+
+
+class _WorkerLines:
+    """The workers' lines as a grid whose params column takes the width the rest leave.
+
+    Every other column keeps its whole width, so a narrow terminal cuts the params
+    short (or leaves them out) rather than a worker's name, step or time.
+    """
+
+    def __init__(self, rows: list[list[RenderableType]]) -> None:
+        self.rows = rows
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        widths = [0] * 7
+        for row in self.rows:
+            for index, cell in enumerate(row):
+                size = _BAR_WIDTH if isinstance(cell, ProgressBar) else _cell_len(cell)
+                widths[index] = max(widths[index], size)
+        gap, room = _GAP, options.max_width
+        rest = sum(w for i, w in enumerate(widths) if i != _PARAMS)
+        if rest + gap * 5 > room:  # narrow: a shorter bar, then narrower gaps
+            widths[_BAR] = max(6, widths[_BAR] - (rest + gap * 5 - room))
+            rest = sum(w for i, w in enumerate(widths) if i != _PARAMS)
+            gap = 1 if rest + gap * 5 > room else gap
+        widths[_PARAMS] = max(0, min(widths[_PARAMS], room - rest - gap * 6))
+        shown = widths[_PARAMS] >= 8  # narrower says nothing: left out
+        table = Table.grid(padding=(0, gap))
+        for index, width in enumerate(widths):
+            if index != _PARAMS or shown:
+                table.add_column(no_wrap=True, width=width or None, overflow="ellipsis")
+        for row in self.rows:
+            cells = row if shown or len(row) <= _PARAMS else row[:_PARAMS] + row[_PARAMS + 1 :]
+            for cell in cells:
+                if isinstance(cell, ProgressBar):
+                    cell.width = widths[_BAR]
+            table.add_row(*cells)
+        yield table
+
+
+def _cell_len(cell: RenderableType) -> int:
+    return cell.cell_len if isinstance(cell, Text) else Text(str(cell)).cell_len
 
 
 def _run_cells(name: str, run: RunRecord, metric: str, now: float) -> list[RenderableType]:
     progress = run.progress
     step, total = progress.get("step"), progress.get("total")
     if step is not None and total:
-        bar: RenderableType = ProgressBar(total=float(total), completed=float(step), width=24)
+        bar: RenderableType = ProgressBar(
+            total=float(total), completed=float(step), width=_BAR_WIDTH
+        )
     else:
         bar = Text("starting" if step is None else "", style="dim")
     value = progress.get("eval")
@@ -138,7 +185,7 @@ def _run_cells(name: str, run: RunRecord, metric: str, now: float) -> list[Rende
     return [
         Text(name, style="bold"),
         Text(f"run {run.id}"),
-        Text(views.short_params(run.params, run.unused_params), style="dim", overflow="ellipsis"),
+        Text(views.short_params(run.params, run.unused_params), style="dim"),
         bar,
         Text(views.steps(progress)),
         Text(latest),

@@ -73,7 +73,7 @@ def test_agent_draws_live_progress_in_a_terminal() -> None:
     worker = runs[0]["worker"]
     for run in runs:
         # A frame while it trained: its worker's line, step of total on a bar, time so far.
-        line = rf"{worker}\s+run {run['id']}\s+.*━.*\s(\d+)/(\d+)\s+\d+s"
+        line = rf"{worker}\s+run {run['id']}\s+.*━.*\s(\d+)/(\d+)\s+(?:\d+m)?\d+s"
         seen = re.findall(line, text)
         assert seen, f"no progress line for {run['id']}"
         total = int(seen[-1][1])

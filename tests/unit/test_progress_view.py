@@ -73,9 +73,22 @@ def test_one_line_per_worker_with_step_bar_metric_and_time(store: LocalBackend) 
     assert re.search(rf"run {live}\s+bs=8 lr=0\.001\s+\S+\s+40/100\s+loss 0\.52 @ 40\s+2m05s", w0)
     assert "━" in w0  # rich's progress bar
     (w1,) = [line for line in lines if line.startswith("h-w1")]
-    assert "waiting for a run" in w1
+    assert w1.split() == ["h-w1", "waiting"]
     assert f"last failure: run {bad}: ValueError: lr too big" in text
     assert f"wbsweep logs {sweep_id} {bad}" in text
+
+
+def test_a_narrow_terminal_cuts_the_params_not_the_numbers(store: LocalBackend) -> None:
+    sweep_id, (_, _, live) = _three_runs(store)
+    lines = {}
+    for width in (100, 72):
+        console = Console(record=True, force_terminal=True, width=width, color_system=None)
+        console.print(render(store.sweep(sweep_id), store.runs(sweep_id), ["h-w0"], now=1125.0))
+        (lines[width],) = [ln for ln in console.export_text().splitlines() if ln.startswith("h-w0")]
+        assert len(lines[width].rstrip()) <= width
+    assert re.search(rf"run {live}\s+bs=8 lr=0\.001\s", lines[100])
+    assert "lr=" not in lines[72]  # no room for the params: left out, the rest kept whole
+    assert re.search(rf"h-w0\s+run {live}\s+\S+\s+40/100\s+loss 0\.52 @ 40\s+2m05s$", lines[72])
 
 
 def test_a_run_of_another_node_gets_its_own_line(store: LocalBackend) -> None:
@@ -87,7 +100,7 @@ def test_a_run_of_another_node_gets_its_own_line(store: LocalBackend) -> None:
     text = _text(console)
     assert "0 finished, 1 running, 0 failed of 3" in text  # run_cap, not a grid
     assert re.search(rf"other-host-w0\s+run {run.id}\s+.*starting", text)
-    assert "waiting for a run" in text  # this node's own worker
+    assert re.search(r"h-w0\s+waiting", text)  # this node's own worker
     assert "best" not in text  # nothing finished yet
 
 
@@ -136,7 +149,7 @@ def test_a_record_that_cannot_be_read_is_said_and_the_display_goes_on(
     text = _text(console)
     assert "cannot read the sweep just now: database is locked" in text
     # the next poll drew the sweep again
-    assert text.rindex("waiting for a run") > text.index("database is locked")
+    assert text.rindex("h-w0  waiting") > text.index("database is locked")
 
 
 def _text_now(console: Console) -> str:
