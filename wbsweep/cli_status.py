@@ -12,7 +12,7 @@ import click
 from wbsweep import views
 from wbsweep._cli_options import store_option
 from wbsweep.backends import backend_for_sweep, open_backend
-from wbsweep.errors import SweepNotFoundError
+from wbsweep.errors import SweepNotFoundError, UsageError
 
 __all__ = ["logs", "status", "sweeps"]
 
@@ -30,6 +30,8 @@ def status(sweep: str | None, store: str | None, as_json: bool, watch: bool) -> 
     if sweep is None:
         _list(open_backend("local", store=store), as_json)
         return
+    if watch and as_json:
+        raise UsageError("--watch redraws the table: leave out --json")
     target, sweep_id = backend_for_sweep(sweep, store=store)
     if as_json:
         record, runs = target.sweep(sweep_id), target.runs(sweep_id)

@@ -180,6 +180,8 @@ def _run_cells(name: str, run: RunRecord, metric: str, now: float) -> list[Rende
         if isinstance(value, int | float)
         else ""
     )
+    if progress.get("phase") == "evaluating":
+        latest = "final evaluation"
     start = progress.get("started_at") or run.started_at or run.claimed_at
     elapsed = views.duration(now - start) if start else ""
     return [

@@ -176,8 +176,9 @@ class ProgressReport:
     """Rank 0's word on where its trial is, for ``wbsweep agent`` and ``wbsweep status``.
 
     ``send(progress)`` gets ``{"step", "total", "at", "started_at"}`` and, after an
-    evaluation, ``"eval"`` (the sweep metric) and ``"eval_step"``: at the first step,
-    at each evaluation, at the end of training and at most every ``every`` seconds
+    evaluation, ``"eval"`` (the sweep metric) and ``"eval_step"``; once training
+    ended, ``"phase": "evaluating"``. It is sent at the first step, at each
+    evaluation, at the end of training and at most every ``every`` seconds
     between, so a report costs one short write every few seconds.
 
     >>> sent = []
@@ -205,8 +206,17 @@ class ProgressReport:
         now = self._clock()
         self.progress.setdefault("started_at", now)
         self.progress.update(step=int(step), total=int(total) if total else None, at=now)
+        self.progress.pop("phase", None)
         if force or self._sent_at is None or now - self._sent_at >= self._every:
             self._flush(now)
+
+    def trained(self, step: int, total: int | None) -> None:
+        """Training ended at ``step``: the final evaluation comes next (``phase``); sent at once."""
+        now = self._clock()
+        self.progress.setdefault("started_at", now)
+        self.progress.update(step=int(step), total=int(total) if total else None, at=now)
+        self.progress["phase"] = "evaluating"
+        self._flush(now)
 
     def evaluated(self, step: int, value: float) -> None:
         """The sweep metric at an evaluation during training; sent at once."""
@@ -233,7 +243,7 @@ def progress_callback(report: ProgressReport) -> Any:
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.is_world_process_zero and report.progress:
-                report.step(state.global_step, state.max_steps, force=True)
+                report.trained(state.global_step, state.max_steps)
 
     return ReportProgress()
 

@@ -185,3 +185,8 @@ def test_progress_reports_are_cheap_rank_zero_writes_every_few_seconds(
     seen = store.runs(sweep_id)[0].progress
     assert seen["step"] == 100 and seen["total"] == 100 and seen["eval"] is None
     assert seen["started_at"] == 0.25
+    report.trained(100, 100)  # the Trainer's on_train_end: the final evaluation comes next
+    console = _console()
+    console.print(render(store.sweep(sweep_id), store.runs(sweep_id), ["h-w0"]))
+    assert re.search(rf"run {run.id}\s+.*100/100\s+final evaluation", console.export_text())
+    assert len(sent) == 7  # first step, four every 5 s, the evaluation, the end of training

@@ -258,3 +258,10 @@ def _read_all(fd: int) -> bytes:
         if not chunk:
             return seen
         seen += chunk
+
+
+def test_watch_with_json_is_refused_in_one_line() -> None:
+    sweep_id, _ = _sweep([None], ["running"])
+    result = invoke("status", sweep_id, "--watch", "--json")
+    assert result.exit_code == 10
+    assert result.stderr.strip() == "Error: --watch redraws the table: leave out --json"
