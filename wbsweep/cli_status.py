@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from typing import Any
 
 import click
 
 from wbsweep import views
 from wbsweep._cli_options import store_option
-from wbsweep.backends import backend_for_sweep, open_backend
+from wbsweep.backends import Backend, backend_for_sweep, open_backend
 from wbsweep.errors import SweepNotFoundError, UsageError
+from wbsweep.states import RunState
 
 __all__ = ["logs", "status", "sweeps"]
 
@@ -68,7 +68,7 @@ def sweeps(store: str | None, project: str | None, entity: str | None, as_json: 
     _list(target, as_json)
 
 
-def _list(target: Any, as_json: bool) -> None:
+def _list(target: Backend, as_json: bool) -> None:
     entries = [(record, target.runs(record.id)) for record in target.sweeps()]
     if as_json:
         out = []
@@ -81,7 +81,7 @@ def _list(target: Any, as_json: bool) -> None:
                     "metric": {"name": record.metric_name, "goal": record.goal},
                     "run_cap": record.run_cap,
                     "created_at": record.created_at,
-                    "runs": {s.value: sum(r.state == s for r in runs) for s in _states()},
+                    "runs": {s.value: sum(r.state == s for r in runs) for s in RunState},
                     "best": {"run_id": best.id, "objective": best.objective} if best else None,
                 }
             )
@@ -91,12 +91,6 @@ def _list(target: Any, as_json: bool) -> None:
         click.echo(f"No sweeps in {target.location}.")
         return
     click.echo(views.sweeps_table(entries))
-
-
-def _states() -> Any:
-    from wbsweep.states import RunState
-
-    return list(RunState)
 
 
 @click.command()
