@@ -18,6 +18,18 @@ if ! "$py" -c "import torch" >/dev/null 2>&1; then
   echo "setup: installing ${WBSWEEP_TORCH_SPEC:-torch==2.13.0}" >&2
   "$py" -m pip install "${quiet[@]}" "${WBSWEEP_TORCH_SPEC:-torch==2.13.0}"
 fi
+# The report's browser test (tests/e2e/test_report_page.py) drives Debian's Chromium.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing chromium and chromium-driver (for the report's browser test)" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      chromium chromium-driver >&2
+  else
+    echo "setup: no chromium: the report's browser test will not run (install chromium" \
+      "and chromium-driver)" >&2
+  fi
+fi
 echo "setup: installing wbsweep with its examples and test tools" >&2
 "$py" -m pip install "${quiet[@]}" -e "$repo[examples,test]"
 "$py" -m pip check >&2

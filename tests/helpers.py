@@ -212,3 +212,65 @@ def preempt_after_steps(
             agent.kill()
     assert agent.returncode == 143, out
     return out
+
+
+# `wbsweep report`'s tests: a sweep whose runs finished with a known objective and history.
+
+#: A random search over a log-scale rate, an optimizer and a width (numeric, categorical, int).
+REPORT_CONFIG: dict[str, Any] = {
+    "program": "sweeps/tiny.py",
+    "method": "random",
+    "metric": {"name": "objective", "goal": "minimize"},
+    "parameters": {
+        "learning_rate": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-1},
+        "optim": {"values": ["adamw", "sgd", "adafactor"]},
+        "width": {"values": [16, 32, 64]},
+        "seed": {"value": 7},
+    },
+    "command": ["${env}", "${interpreter}", "${program}", "${args_json_file}"],
+}
+
+
+def lr_objective(params: dict[str, Any]) -> float:
+    """An objective that only the learning rate decides: best near 1e-3 (log distance)."""
+    import math
+
+    return abs(math.log10(params["learning_rate"]) + 3.0)
+
+
+def local_report_sweep(
+    store: Path | str,
+    runs: int,
+    *,
+    objective: Callable[[dict[str, Any]], float] = lr_objective,
+    steps: int = 4,
+    goal: str = "minimize",
+) -> tuple[str, list[dict[str, Any]]]:
+    """A local sweep whose ``runs`` finished through the run queue, each with ``steps`` evals.
+
+    Each run reports a history as a trial does (the objective and ``eval_loss``
+    per step, falling to the final objective), then its result. Returns the
+    sweep id and ``{"id", "params", "objective"}`` per run, oldest first.
+    """
+    import copy
+
+    from wbsweep.backends.base import RunEnd
+    from wbsweep.backends.local import LocalBackend
+
+    backend = LocalBackend(store)
+    config = copy.deepcopy(REPORT_CONFIG)
+    config["metric"]["goal"] = goal
+    sweep_id = backend.create(config, sweep_file=config["program"])
+    queue = backend.queue
+    made = []
+    for _ in range(runs):
+        run = queue.claim_next(sweep_id, "report-test")
+        assert run is not None, "the sweep handed out no run"
+        final = objective(run.params)
+        for step in range(1, steps + 1):
+            value = final + (steps - step) * 0.25
+            queue.record_history(run.id, step * 10, {"objective": value, "eval_loss": value * 2})
+        queue.record_result(run.id, final, {"eval_loss": final * 2})
+        queue.finish_run(run.id, RunEnd(0))
+        made.append({"id": run.id, "params": run.params, "objective": final})
+    return sweep_id, made

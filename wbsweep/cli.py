@@ -275,6 +275,37 @@ def retrain(
     click.echo(f"Saved the model and its training arguments to {done.output_dir}")
 
 
+@main.command()
+@click.argument("sweep")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(),
+    default="report.html",
+    show_default=True,
+    help="The HTML file to write (self-contained: opens offline).",
+)
+@click.option(
+    "--png",
+    "png_dir",
+    type=click.Path(),
+    default=None,
+    help="Also write the plots as PNG images into this directory.",
+)
+@store_option
+def report(sweep: str, output: str, png_dir: str | None, store: str | None) -> None:
+    """Write an HTML report of SWEEP: runs, plots, parameter importance, metric curves."""
+    from wbsweep.report import write_report
+
+    target, sweep_id = backend_for_sweep(sweep, store=store)
+    done = write_report(target, sweep_id, output, png_dir)
+    click.echo(f"Wrote {done.html} ({done.runs} runs, {done.scored} with an objective).")
+    if done.scored == 0:
+        click.echo("No run has a finite objective yet: the report lists the runs only.", err=True)
+    for path in done.pngs:
+        click.echo(f"Wrote {path}")
+
+
 def _state_command(state: SweepState, verb: str) -> click.Command:
     @click.argument("sweep")
     @store_option

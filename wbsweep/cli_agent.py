@@ -73,10 +73,10 @@ __all__ = ["agent"]
 )
 @click.option(
     "--warm/--cold",
-    default=False,
-    show_default=True,
-    help="Warm: each worker keeps one accelerate process group for all its trials "
-    "(no start-up between trials). Cold: a new accelerate launch per trial.",
+    default=None,
+    help="Warm (the default): each worker keeps one accelerate process group for all "
+    "its trials, with no start-up between trials. Cold: a new accelerate launch per "
+    "trial (the default with --nodes, or when the sweep's command is not wbsweep's trial).",
 )
 @click.option(
     "--progress/--no-progress",
@@ -101,7 +101,7 @@ def agent(
     node_rank: int,
     main_host: str | None,
     main_port: int,
-    warm: bool,
+    warm: bool | None,
     progress: bool | None,
     store: str | None,
 ) -> None:
@@ -113,6 +113,7 @@ def agent(
     from wbsweep.agent import run_agent, visible_gpus
     from wbsweep.shape import sweep_shape
     from wbsweep.slots import shaped_slots, user_accelerate_config
+    from wbsweep.warm import runs_warm
 
     user_config = user_accelerate_config(accelerate_config)
     if sweep_file is not None and not os.path.isfile(sweep_file):
@@ -149,6 +150,8 @@ def agent(
         workers=1 if group is not None else workers,
     )
     user_config = shape.accelerate_config(user_config)
+    if warm is None:  # warm where it can be: one node per trial, wbsweep's own trial command
+        warm = group is None and runs_warm(record.config)
     click.echo(f"Sweep {sweep_id}: {record.state.lower()}, {len(slots)} worker(s) on this node.")
     if shape.recorded:
         click.echo(

@@ -121,6 +121,7 @@ def run_trial(
     ready: Callable[[], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     finishing: Callable[[], None] | None = None,
+    finish_run: Callable[[TrialRun, int], None] | None = None,
 ) -> TrialResult:
     """Train and evaluate one trial on this rank; rank 0 logs and reports it.
 
@@ -143,6 +144,10 @@ def run_trial(
             training at the same step.
         finishing: Called on rank 0 once training ended well, before the final
             evaluation (a warm worker claims its next run meanwhile).
+        finish_run: Ends rank 0's W&B run with the exit code, in place of
+            ``TrialRun.finish`` (a warm worker lets the run's last upload go on
+            while the next trial trains); the run is then opened alongside
+            runs that are still finishing.
 
     Returns:
         The objective and final eval metrics.
@@ -176,7 +181,10 @@ def run_trial(
         worker = {WORKER_KEY: os.environ[WORKER_ENV]} if os.environ.get(WORKER_ENV) else {}
         # Params last: a sweep run's config must hold the sweep's own values.
         config = {**args.to_sanitized_dict(), RAN_AS_KEY: how, **worker, **params}
-        run = TrialRun.open(settings, run_id=run_id, config=config, metric=metric, goal=goal)
+        run = TrialRun.open(
+            settings, run_id=run_id, config=config, metric=metric, goal=goal,
+            alongside=finish_run is not None,
+        )  # fmt: skip
     if ready is not None:
         ready()
     reporting = reporter if main else None
@@ -240,7 +248,7 @@ def run_trial(
         if trainer is not None:
             setup.done(trainer, objective)
         if run is not None:
-            run.finish(exit_code)
+            (finish_run or TrialRun.finish)(run, exit_code)
     return TrialResult(objective, metrics, run_id, args.output_dir)
 
 

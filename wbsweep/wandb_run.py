@@ -63,12 +63,18 @@ class RunSettings:
 
 
 class TrialRun:
-    """One trial's W&B run, with the sweep metric defined by its goal."""
+    """One trial's W&B run, with the sweep metric defined by its goal.
 
-    def __init__(self, run: Any, metric: str, goal: str) -> None:
+    ``alongside`` says the run was opened while earlier runs of this process may
+    still be finishing (a warm worker's last upload goes on while the next trial
+    trains), so :meth:`finish` may run in another thread.
+    """
+
+    def __init__(self, run: Any, metric: str, goal: str, *, alongside: bool = False) -> None:
         self.run = run
         self.metric = metric
         self.goal = goal
+        self.alongside = alongside
 
     @classmethod
     def open(
@@ -79,19 +85,24 @@ class TrialRun:
         config: Mapping[str, Any],
         metric: str,
         goal: str,
+        alongside: bool = False,
     ) -> TrialRun | None:
         """Open (or join) the run ``run_id``; ``None`` when W&B is disabled.
 
         ``config`` is the run's config: the sweep's params must win over any
         other value there, so a sweep run holds the sweep's own values.
         A run that exists already (W&B handed it out again after a preemption
-        or a crash) goes on with its history and summary.
+        or a crash) goes on with its history and summary. With ``alongside``,
+        runs of this process that are still finishing are left to finish, and
+        this run becomes ``wandb.run`` (what Transformers' ``WandbCallback`` logs
+        to), where the SDK allows it.
         """
         mode = os.environ.get("WANDB_MODE") or settings.mode
         if mode == "disabled":
             return None
         import wandb
 
+        alongside = alongside and _can_make_global()
         run = wandb.init(
             project=resolve_project(settings.project, settings.sweep_project),
             entity=settings.entity,
@@ -101,11 +112,14 @@ class TrialRun:
             mode=mode,  # type: ignore[arg-type]
             # A run W&B hands out again (preempted or crashed) goes on with its history.
             resume="allow",
-            # A reused process may still hold the previous trial's run.
-            reinit="finish_previous",
+            # A reused process may still hold the previous trial's run: finished first,
+            # unless it finishes in the background meanwhile.
+            reinit="create_new" if alongside else "finish_previous",
         )
+        if alongside:
+            _make_global(run)
         run.define_metric(metric, summary="min" if goal == "minimize" else "max")
-        return cls(run, metric, goal)
+        return cls(run, metric, goal, alongside=alongside)
 
     @property
     def id(self) -> str:
@@ -133,3 +147,22 @@ class TrialRun:
     def finish(self, exit_code: int) -> None:
         """End the run; a non-zero exit code marks it failed on W&B."""
         self.run.finish(exit_code=exit_code)
+
+
+def _can_make_global() -> bool:
+    try:
+        from wandb.sdk.wandb_init import _set_global_run  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _make_global(run: Any) -> None:
+    """``wandb.run``, ``wandb.log`` and the rest are ``run``, as ``wandb.init`` makes them.
+
+    ``reinit="create_new"`` leaves them alone; the SDK's own function for it is
+    private, so :func:`_can_make_global` checks that it is there first.
+    """
+    from wandb.sdk.wandb_init import _set_global_run
+
+    _set_global_run(run)

@@ -174,8 +174,12 @@ class WarmGroup:
             time.sleep(0.05)
         return None
 
-    def close(self, grace: float = 10.0) -> None:
-        """Tell the ranks to leave and stop the group; nothing of it outlives this call."""
+    def close(self, grace: float = 40.0) -> None:
+        """Tell the ranks to leave and stop the group; nothing of it outlives this call.
+
+        The ranks get ``grace`` seconds to leave: rank 0 may still be sending its
+        last W&B run (it waits up to 30 s for that, ``warm_rank._Uploads``).
+        """
         for rank, conn in self._conns.items():
             try:
                 # What the last trial left on the accelerator, if the rank still says.
@@ -358,6 +362,17 @@ def _read_from(path: Path, offset: int) -> str:
         return ""
 
 
+def runs_warm(config: Mapping[str, Any]) -> bool:
+    """Whether a sweep's trials can run warm: its ``command`` is wbsweep's trial.
+
+    >>> runs_warm({"command": ["${env}", "python", "-m", "wbsweep.launch", "${program}"]})
+    True
+    >>> runs_warm({"command": ["python", "train.py", "${args}"]})
+    False
+    """
+    return "wbsweep.launch" in [str(token) for token in config.get("command") or []]
+
+
 def group_command(
     config: Mapping[str, Any], environ: Mapping[str, str], cwd: str, scratch: Path
 ) -> tuple[list[str], dict[str, str], int] | None:
@@ -378,9 +393,9 @@ def group_command(
     from wbsweep.launch import launch_argv, resolve_sweep_file, this_node
     from wbsweep.shape import parse_shape
 
-    command = [str(token) for token in config.get("command") or []]
-    if "wbsweep.launch" not in command:
+    if not runs_warm(config):
         return None
+    command = [str(token) for token in config.get("command") or []]
     tokens = command[command.index("wbsweep.launch") + 1 :]
     program = str(config.get("program") or "") if tokens[:1] == ["${program}"] else tokens[0]
     shape, rest = parse_shape(tokens[1:])

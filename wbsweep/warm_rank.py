@@ -28,6 +28,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Mapping
 from multiprocessing.connection import Client, Connection
@@ -45,6 +46,7 @@ from wbsweep.lifecycle import GOALS, rank, run_trial
 from wbsweep.sweepfile import describe_error, load_sweep_file
 from wbsweep.training import SweepFileTrainer
 from wbsweep.trial import _destroy_process_group, _fail, die_with_parent, watch_launcher
+from wbsweep.wandb_run import TrialRun
 from wbsweep.warm import ADDRESS_ENV, AUTHKEY_ENV, TrialEnded
 
 __all__ = ["main"]
@@ -105,7 +107,47 @@ class _TrialOutput:
         self._saved = []
 
 
-def _set_trial_env(env: Mapping[str, str], previous: set[str]) -> set[str]:
+class _Uploads:
+    """Rank 0's W&B runs whose last upload goes on while the next trial trains.
+
+    ``run.finish()`` waits until the SDK has sent everything to the server; a
+    warm worker's next trial need not wait for that. A run opened while others
+    still finish (``TrialRun.alongside``) is finished in a thread of its own;
+    the process waits for every one of them before it leaves or tears the SDK down.
+    """
+
+    #: How long a leaving rank waits for its last uploads (the group's close allows more).
+    WAIT = 30.0
+
+    def __init__(self) -> None:
+        self._threads: list[threading.Thread] = []
+
+    def finish(self, run: TrialRun, exit_code: int) -> None:
+        if not run.alongside:
+            run.finish(exit_code)
+            return
+        self._threads = [t for t in self._threads if t.is_alive()]
+        thread = threading.Thread(
+            target=self._finish, args=(run, exit_code), name=f"wbsweep-finish-{run.id}"
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    @staticmethod
+    def _finish(run: TrialRun, exit_code: int) -> None:
+        try:
+            run.finish(exit_code)
+        except Exception as exc:  # noqa: BLE001 - the next trial goes on; the log says why
+            print(f"wbsweep.warm_rank: W&B run {run.id} did not finish: {exc}", file=sys.stderr)
+
+    def wait(self, timeout: float = WAIT) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = [t for t in self._threads if t.is_alive()]
+
+
+def _set_trial_env(env: Mapping[str, str], previous: set[str], uploads: _Uploads) -> set[str]:
     """The trial's identity in ``os.environ`` (run id, sweep, store); the last trial's gone.
 
     The ``wandb`` SDK reads a sweep run's id, sweep and params from the
@@ -119,11 +161,11 @@ def _set_trial_env(env: Mapping[str, str], previous: set[str]) -> set[str]:
     if rank() != 0:
         os.environ["WANDB_MODE"] = "disabled"  # nothing on this rank may create a W&B run
     elif previous and "wandb" in sys.modules:
-        _wandb_reads_env(same_keys=previous == set(env))
+        _wandb_reads_env(same_keys=previous == set(env), uploads=uploads)
     return set(env)
 
 
-def _wandb_reads_env(*, same_keys: bool) -> None:
+def _wandb_reads_env(*, same_keys: bool, uploads: _Uploads) -> None:
     """Make the ``wandb`` SDK's setup read this trial's environment.
 
     Updating the setup's settings from the environment keeps the SDK's service
@@ -139,6 +181,7 @@ def _wandb_reads_env(*, same_keys: bool) -> None:
             return
         except Exception:  # noqa: BLE001 - an SDK without it: the SDK's own way below
             pass
+    uploads.wait()  # a torn-down SDK stops what it still sends
     wandb.teardown()
 
 
@@ -169,6 +212,7 @@ def _one_trial(
     options: argparse.Namespace,
     inbox: _Inbox,
     conn: Connection,
+    uploads: _Uploads,
 ) -> TrialEnded:
     from wbsweep.backends import queue_from_env
 
@@ -183,6 +227,7 @@ def _one_trial(
             reporter=queue_from_env(),
             should_stop=inbox.stop.is_set if rank() == 0 else None,
             finishing=lambda: conn.send(("finishing", None)),
+            finish_run=uploads.finish,
         )
         return TrialEnded(0)
     except TrialStopped:
@@ -229,13 +274,27 @@ def main(argv: list[str] | None = None) -> int:
     conn.send(("hello", {"rank": rank(), "pid": os.getpid()}))
     inbox = _Inbox(conn)
     setup = SweepFileTrainer(sweep, reuse_datasets=True)
+    uploads = _Uploads()
+    try:
+        return _serve(setup, options, inbox, conn, uploads)
+    finally:
+        uploads.wait()
+
+
+def _serve(
+    setup: SweepFileTrainer,
+    options: argparse.Namespace,
+    inbox: _Inbox,
+    conn: Connection,
+    uploads: _Uploads,
+) -> int:
     env_keys: set[str] = set()
     trials = 0
     try:
         while (body := inbox.trials.get()) is not None:
-            env_keys = _set_trial_env(body["env"], env_keys)
+            env_keys = _set_trial_env(body["env"], env_keys, uploads)
             with _TrialOutput(body.get("log")):
-                ended = _one_trial(setup, body, options, inbox, conn)
+                ended = _one_trial(setup, body, options, inbox, conn, uploads)
             trials += 1
             # The end first: the worker records it and claims the next run meanwhile.
             conn.send(("end", ended.as_message()))

@@ -30,10 +30,13 @@ from wandb_double import WandbDouble
 
 from wbsweep.backends.base import Backend, RunEnd
 
+#: Rows of a run's history, or none.
+Rows = list[dict[str, Any]] | None
 #: How a test wants a run to end: ``running`` (not yet), ``finished``, ``failed``, ``stopped``.
 Outcome = str
-#: ``add_run(sweep_id, outcome, objective) -> run id``
-AddRun = Callable[[str, Outcome, "float | None"], str]
+#: ``add_run(sweep_id, outcome, objective, history=None) -> run id``; ``history`` is the
+#: rows the trial logged before it ended (``{"_step": step, **metrics}``).
+AddRun = Callable[..., str]
 
 #: A sweep config as ``wbsweep create`` registers one (grid: the runs are known in advance).
 CONFIG: dict[str, Any] = {
@@ -73,10 +76,14 @@ def _local(request: pytest.FixtureRequest, tmp_path: Path) -> Supplied:
     path = tmp_path / "contract" / "store.db"
     backend = LocalBackend(path)
 
-    def add_run(sweep_id: str, outcome: Outcome, objective: float | None) -> str:
+    def add_run(
+        sweep_id: str, outcome: Outcome, objective: float | None, history: Rows = None
+    ) -> str:
         queue = backend.queue
         run = queue.claim_next(sweep_id, "contract-worker")
         assert run is not None, "the sweep handed out no run"
+        for row in history or []:
+            queue.record_history(run.id, row["_step"], row)
         if objective is not None:
             queue.record_result(run.id, objective, {"eval_loss": objective})
         if outcome != "running":
@@ -136,7 +143,9 @@ def _wandb(request: pytest.FixtureRequest, tmp_path: Path) -> Supplied:
     request.addfinalizer(lambda: (os.environ.clear(), os.environ.update(before)))
     backend = WandbBackend()
 
-    def add_run(sweep_id: str, outcome: Outcome, objective: float | None) -> str:
+    def add_run(
+        sweep_id: str, outcome: Outcome, objective: float | None, history: Rows = None
+    ) -> str:
         metric = backend.sweep(sweep_id).metric_name
         entity, project, sweep = sweep_id.split("/")
         agent = _graphql(
@@ -171,11 +180,16 @@ def _wandb(request: pytest.FixtureRequest, tmp_path: Path) -> Supplied:
         if outcome == "stopped":
             double.stop_run(run_id)
         summary = {} if objective is None else {metric: objective}
+        files = {"wandb-summary.json": {"offset": 0, "content": [json.dumps(summary)]}}
+        if history:
+            # As the SDK streams it: one JSON line per logged step, W&B's own keys added.
+            lines = [json.dumps({**row, "_runtime": 1.0, "_timestamp": 0.0}) for row in history]
+            files["wandb-history.jsonl"] = {"offset": 0, "content": lines}
         _post(
             double,
             f"/files/{entity}/{project}/{run_id}/file_stream",
             {
-                "files": {"wandb-summary.json": {"offset": 0, "content": [json.dumps(summary)]}},
+                "files": files,
                 "complete": True,
                 "exitcode": {"finished": 0, "failed": 1, "stopped": 143}[outcome],
             },

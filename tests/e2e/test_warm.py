@@ -174,10 +174,18 @@ def test_a_warm_worker_on_wandb_runs_each_trial_in_its_own_run_in_one_group(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     path = json.loads(result.stdout)["sweep_id"]
+    wandb_double.complete_delay = 3.0  # each run's last upload is slow
     out = _agent(path, record, "--warm", WBSWEEP_TEST_FAIL_IF="learning_rate=0.002")
     assert "warm: one process group of 2 rank(s)" in out
 
     runs = wandb_double.runs(path.split("/")[-1])
+    # A run's slow last upload did not hold the next trial back: the next run logged
+    # its first training step before the server had answered that upload.
+    pairs = zip(runs, runs[1:], strict=False)
+    trained = [(before, run) for before, run in pairs if run["history"]]
+    assert trained, out
+    for before, run in trained:
+        assert run["history"][0]["_timestamp"] < before["completed_at"], (before["id"], run["id"])
     states = {r["config"]["learning_rate"]: r["state"] for r in runs}
     assert states == {0.001: "finished", 0.002: "failed", 0.003: "finished"}, out
     for run in runs:

@@ -53,6 +53,10 @@ class WandbDouble:
         repeat_stop: send a run's ``stop`` command on every heartbeat while the
             agent still reports the run (what lets the agent escalate to
             SIGKILL after ``WANDB_AGENT_KILL_DELAY``); ``False`` sends it once.
+
+    ``complete_delay`` (seconds, 0 by default) holds the answer to a run's last
+    file-stream request, as a slow upload at a run's end would: the SDK's
+    ``run.finish()`` waits for it.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class WandbDouble:
         self.require_key = require_key
         self.api_key = require_key or secrets.token_hex(20)
         self.repeat_stop = repeat_stop
+        self.complete_delay = 0.0
         log_path = log_path or os.environ.get("WANDB_DOUBLE_LOG")
         self.log_path = Path(log_path) if log_path else None
         #: ``(operation name or "METHOD /path", variables or body)`` for each request
@@ -207,7 +212,8 @@ class WandbDouble:
         pending/running/finished/failed/crashed/killed), ``stopped`` (killed by a
         stop), ``config`` (plain values, no ``_wandb``), ``raw_config`` (W&B's
         ``{k: {"value": v}}`` form), ``summary``, ``history`` (logged rows),
-        ``exitcode``, ``agent`` (agent id), ``should_stop``, ``files``, ``output``."""
+        ``exitcode``, ``completed_at`` (when its last file-stream request was
+        answered, ``time.time()``), ``agent`` (agent id), ``should_stop``, ``files``, ``output``."""
         with self._lock:
             found = self._runs.get(run_id)
             if found is None:
@@ -355,6 +361,7 @@ class WandbDouble:
             "summary": json.loads(json.dumps(run.summary)),
             "history": [dict(r) for r in run.history],
             "exitcode": run.exitcode,
+            "completed_at": run.completed_at,
             "agent": run.agent,
             "should_stop": run.should_stop,
             "files": sorted(run.files),

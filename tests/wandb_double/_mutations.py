@@ -239,6 +239,7 @@ def file_stream(
     if body.get("complete"):
         exitcode = body.get("exitcode")
         run.completed = True
+        run.completed_at = time.time()
         run.exitcode = int(exitcode) if exitcode is not None else None
         if run.should_stop:
             run.state = "killed"

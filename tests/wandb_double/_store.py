@@ -134,6 +134,7 @@ class Run:
     stop_sent: int = 0  # how many stop commands went to the agent
     started: bool = False  # the run's own process talked to the server
     completed: bool = False  # file_stream said complete
+    completed_at: float | None = None  # when the double answered that (time.time())
     preempting: bool = False  # the run called mark_preempting(): requeued if it exits non-zero
     sweep_args: dict[str, Any] = field(default_factory=dict)  # the params its agent was handed
     created_at: float = field(default_factory=time.time)

@@ -9,9 +9,11 @@ exit, so W&B hands the *same* run out again (same id, same params) to the next
 idle agent on any node; the trial then goes on from the run's last checkpoint
 when it left one.
 
-A run counts as crashed when W&B says so, or when it is ``running`` and has
-sent nothing for ``WBSWEEP_HEARTBEAT_TIMEOUT`` seconds (a node lost with its
-agent: nobody is left to tell W&B). Each run is requeued at most
+A run counts as crashed when W&B says so and the run has not been heard from
+for a keeper's beat (a warm worker's agent hands a run back while the run still
+sends its last upload), or when it is ``running`` and has sent nothing for
+``WBSWEEP_HEARTBEAT_TIMEOUT`` seconds (a node lost with its agent: nobody is
+left to tell W&B). Each run is requeued at most
 ``WBSWEEP_MAX_RETRIES`` times (``--max-retries``). Two keepers that requeue
 the same run at once requeue it once: W&B keys the requeue by run id.
 """
@@ -38,18 +40,27 @@ def to_requeue(
 ) -> list[RunRecord]:
     """The runs to hand out again: crashed or silent for ``timeout`` s, under ``max_retries``.
 
+    A crashed run that still sent something in the last :func:`heartbeat_every`
+    seconds is still uploading: W&B corrects its state once the upload ends.
+
     >>> from wbsweep.backends.records import RunRecord
     >>> crashed = RunRecord("a", "s", RunState.CRASHED, {}, requeues=0)
     >>> silent = RunRecord("b", "s", RunState.RUNNING, {}, heartbeat_at=1.0)
     >>> done = RunRecord("c", "s", RunState.CRASHED, {}, requeues=1)
-    >>> [r.id for r in to_requeue([crashed, silent, done], now=100, timeout=60, max_retries=1)]
+    >>> talking = RunRecord("d", "s", RunState.CRASHED, {}, heartbeat_at=98.0)
+    >>> runs = [crashed, silent, done, talking]
+    >>> [r.id for r in to_requeue(runs, now=100, timeout=60, max_retries=1)]
     ['a', 'b']
     """
+    quiet = heartbeat_every(timeout)
     return [
         run
         for run in runs
         if run.requeues < max_retries
-        and (run.state == RunState.CRASHED or is_stale(run, now, timeout))
+        and (
+            (run.state == RunState.CRASHED and now - (run.heartbeat_at or 0.0) > quiet)
+            or is_stale(run, now, timeout)
+        )
     ]
 
 

@@ -2,10 +2,11 @@
 
 Two interfaces, as the two backends split the work:
 
-* :class:`Backend` — every backend. It registers a sweep, reads it and its
-  runs, changes its state, says where it lives, and says how a node's workers
-  start (``worker_argv``) and how one process runs trials in itself
-  (``drive``). The best candidates are written once here, on top of ``runs``.
+* :class:`Backend` — every backend. It registers a sweep, reads it, its
+  runs and their history (``run_history``), changes its state, says where it
+  lives, and says how a node's workers start (``worker_argv``) and how one
+  process runs trials in itself (``drive``). The best candidates are written
+  once here, on top of ``runs``.
 * :class:`RunQueue` — where wbsweep itself hands out runs (the local store):
   claim, heartbeat, report start, history and result, finish. On W&B the
   server and ``wandb agent`` own the queue, so :attr:`Backend.queue` is ``None``.
@@ -307,6 +308,19 @@ class Backend(abc.ABC):
             for run in self.runs(sweep_id)
             if run.state == RunState.FINISHED and run.has_finite_objective
         ]
+
+    def run_history(self, sweep_id: str, run_id: str) -> list[dict[str, Any]] | None:
+        """The run's reported metrics by step: ``{"_step": step, **metrics}``, oldest first.
+
+        ``_step`` is the trial's training step where the backend knows it.
+        ``None`` where this backend keeps no per-step history; ``[]`` where the
+        run reported none.
+
+        Raises:
+            SweepNotFoundError, StoreError: No such sweep or run.
+        """
+        queue = self.queue
+        return None if queue is None else queue.history(run_id)
 
     def sweeps(self) -> list[SweepRecord]:
         """Every sweep this backend holds where it looks (a store, a W&B project), oldest first.

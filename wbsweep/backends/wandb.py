@@ -68,6 +68,9 @@ __all__ = [
     "wandb_executable",
 ]
 
+#: The most rows of a run's history read back (W&B samples longer histories).
+HISTORY_SAMPLES = 10_000
+
 _STATE_FLAGS = {
     SweepState.PAUSED: "--pause",
     SweepState.RUNNING: "--resume",
@@ -191,8 +194,22 @@ class WandbBackend(Backend):
         records = [run_record(run, sweep) for run in found]
         return [r for r in records if r.state == RunState.FINISHED and r.has_finite_objective]
 
+    def run_history(self, sweep_id: str, run_id: str) -> list[dict[str, Any]] | None:
+        """The run's logged rows (up to :data:`HISTORY_SAMPLES`), W&B's own keys kept.
+
+        ``_step`` is the training step where the run logged ``train/global_step``
+        (as Transformers' W&B callback does), else W&B's count of ``log`` calls.
+        """
+        path = self._path(sweep_id)
+        where = f"{path.entity}/{path.project}/{run_id}"
+        try:
+            rows = self._api().run(where).history(samples=HISTORY_SAMPLES, pandas=False)
+        except Exception as exc:
+            raise sdk_error(exc, where) from None
+        return [_training_step(dict(row)) for row in rows]
+
     def sweeps(self) -> list[SweepRecord]:
-        """The sweeps of this backend's project (``-p``/``-e``, ``WANDB_PROJECT``), oldest first."""
+        """The sweeps of this backend's project (``-p``, ``WANDB_PROJECT``), in W&B's order."""
         path = SweepPath(self.entity, resolve_project(self.project), "")
         where = f"{path.entity}/{path.project}"
         try:
@@ -208,7 +225,7 @@ class WandbBackend(Backend):
             )
             for sweep in found
         ]
-        return records[::-1] if records else records
+        return records
 
     def trial_logs(self, sweep_id: str, runs: list[RunRecord]) -> dict[str, str]:
         """The logs this node kept: a warm trial's own, else its worker's (progress mode)."""
@@ -366,6 +383,13 @@ def _sweep_params(param_file: str, names: set[str]) -> dict[str, Any]:
         for k, v in loaded.items()
         if k in names
     }
+
+
+def _training_step(row: dict[str, Any]) -> dict[str, Any]:
+    step = row.get("train/global_step")
+    if isinstance(step, int | float) and not isinstance(step, bool):
+        row["_step"] = int(step)
+    return row
 
 
 def _max_retries() -> int:
