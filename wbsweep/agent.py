@@ -8,17 +8,19 @@ them, and stops them as a whole on Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from wbsweep import procs
 from wbsweep.backends.base import DEFAULT_MAX_FAILURES, Backend, DriveOptions
@@ -31,7 +33,7 @@ from wbsweep.errors import (
     WbsweepError,
 )
 from wbsweep.procs import PREEMPT_MARK_ENV
-from wbsweep.shape import OVERRIDE_ENV
+from wbsweep.shape import OVERRIDE_ENV, WORKER_ENV
 from wbsweep.slots import (
     ACCELERATE_CONFIG_ENV,
     SWEEP_FILE_ENV,
@@ -57,6 +59,7 @@ __all__ = [
     "visible_gpus",
     "worker_argv",
     "worker_env",
+    "worker_name",
     "write_accelerate_configs",
 ]
 
@@ -80,8 +83,15 @@ class Agent:
         outlook: Callable[[], str] | None = None,
         poll: float = 5.0,
         accelerate: Mapping[str, Any] | None = None,
+        output: Callable[[WorkerSlot], str] | None = None,
+        display: contextlib.AbstractContextManager[Any] | None = None,
     ) -> None:
         self.worker_argv = worker_argv
+        #: Where each worker's own output goes (a file per worker), else this terminal.
+        self.output = output
+        #: Shown while the workers run (the live progress), in place of their output.
+        self.display = display
+        self._files: list[IO[bytes]] = []
         #: The backend's keeper (reruns crashed runs) started beside the workers.
         self.keeper_argv = list(keeper) if keeper else None
         self._keeper: subprocess.Popen[bytes] | None = None
@@ -114,6 +124,7 @@ class Agent:
         }
         workdir = Path(tempfile.mkdtemp(prefix="wbsweep-agent-"))
         self._preempt_mark = workdir / "preempting"
+        shown = contextlib.ExitStack()
         try:
             configs = write_accelerate_configs(self.slots, workdir, self.accelerate)
             threads = threads_per_rank(self.slots, os.environ)
@@ -127,17 +138,30 @@ class Agent:
                     time.sleep(self.stagger)
                 env = {**worker_env(slot, config, os.environ, threads), **self.extra_env}
                 env[PREEMPT_MARK_ENV] = str(self._preempt_mark)
+                env[WORKER_ENV] = worker_name(slot)
                 self.log(
                     f"worker {slot.index}: {slot.device}, {slot.num_processes} "
                     f"process{'es' if slot.num_processes > 1 else ''} per trial"
+                    + (f"; its output: {self.output(slot)}" if self.output is not None else "")
                 )
                 envs.append(env)
-                self._procs.append(procs.start_group(self.worker_argv(slot), env=env))
+                self._procs.append(self._start(slot, env))
+                if self.display is not None and len(self._procs) == 1:
+                    shown.enter_context(self.display)
             if self.keeper_argv and envs and not self._signals:
-                self._keeper = procs.start_group(self.keeper_argv, env=envs[0])
+                keeper_out = self._output_file(self.slots[0], "keeper") if self.output else None
+                self._keeper = procs.start_group(
+                    self.keeper_argv, env=envs[0], stdout=keeper_out, stderr=keeper_out
+                )
             codes = self._wait_all(envs)
+            self._say_why(codes)
         finally:
-            self._stop_all()
+            try:
+                self._stop_all()
+            finally:
+                shown.close()
+                for file in self._files:
+                    file.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             shutil.rmtree(workdir, ignore_errors=True)
@@ -163,8 +187,7 @@ class Agent:
                     restarts[index] += 1
                     name = procs.signal_name(-(code or 0))
                     self.log(f"worker {index} was killed ({name}); starting it again")
-                    slot = self.slots[index]
-                    self._procs[index] = procs.start_group(self.worker_argv(slot), env=envs[index])
+                    self._procs[index] = self._start(self.slots[index], envs[index])
                     codes[index] = None
             if all(code is not None for code in codes):
                 done = [int(code) for code in codes if code is not None]
@@ -172,8 +195,44 @@ class Agent:
                     return done
                 self.log("runs were handed back to the sweep; starting the workers again")
                 for index, slot in enumerate(self.slots):
-                    self._procs[index] = procs.start_group(self.worker_argv(slot), env=envs[index])
+                    self._procs[index] = self._start(slot, envs[index])
             time.sleep(0.5)
+
+    def _say_why(self, codes: Sequence[int]) -> None:
+        """A worker that ended badly, its output in a file: its last line, here."""
+        if self.output is None or self._signals:
+            return
+        for slot, code in zip(self.slots, codes, strict=False):
+            if code == EXIT_OK:
+                continue
+            path = Path(self.output(slot))
+            try:
+                lines = path.read_text(errors="replace").splitlines()
+            except OSError:
+                lines = []
+            last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+            self.log(f"worker {slot.index} ended with exit {code}: {last or 'no output'} ({path})")
+
+    def _start(self, slot: WorkerSlot, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        """Start the slot's worker, its output to its own file when there is one."""
+        out = self._output_file(slot) if self.output is not None else None
+        return procs.start_group(
+            self.worker_argv(slot),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+        )
+
+    def _output_file(self, slot: WorkerSlot, name: str | None = None) -> IO[bytes]:
+        """The worker's output file (or ``name``'s beside it), appended to, kept open."""
+        assert self.output is not None
+        path = Path(self.output(slot))
+        if name is not None:
+            path = path.with_name(f"{name}.log")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file = path.open("ab")
+        self._files.append(file)
+        return file
 
     def _more_to_run(self, codes: Sequence[int]) -> bool:
         """Whether workers that all ended well should start again: wait while runs may crash."""
@@ -241,8 +300,12 @@ def worker_argv(
     warm: bool = False,
 ) -> list[str]:
     """The argv of one worker on this node, as the backend starts its workers."""
-    name = f"{socket.gethostname()}-w{slot.index}"
-    return backend.worker_argv(sweep_id, name, count, warm=warm)
+    return backend.worker_argv(sweep_id, worker_name(slot), count, warm=warm)
+
+
+def worker_name(slot: WorkerSlot) -> str:
+    """The name of the slot's worker, recorded with each run it takes: ``host-w0``."""
+    return f"{socket.gethostname()}-w{slot.index}"
 
 
 def run_agent(
@@ -256,6 +319,8 @@ def run_agent(
     overridden: bool = False,
     env: Mapping[str, str] | None = None,
     warm: bool = False,
+    progress: bool = False,
+    console: Any = None,
 ) -> int:
     """Run this node's workers for ``sweep_id`` until the sweep has nothing left.
 
@@ -264,7 +329,10 @@ def run_agent(
     worker's; ``sweep_file`` replaces the sweep's own path on this node;
     ``overridden`` says the slots are not the sweep's recorded shape (each run records it);
     ``env`` is more environment for every worker; ``warm`` keeps one process
-    group per worker across trials (:mod:`wbsweep.warm`).
+    group per worker across trials (:mod:`wbsweep.warm`). ``progress`` shows the
+    sweep's live progress (:mod:`wbsweep.progress`, on ``console``, a
+    ``rich.console.Console``) and sends each worker's output to its own log
+    file (``Backend.worker_log``) instead of this terminal.
     """
     limits = limits or DriveOptions("", max_consecutive_failures=DEFAULT_MAX_FAILURES)
     extra_env = limits.env()
@@ -276,6 +344,22 @@ def run_agent(
     if overridden:
         extra_env[OVERRIDE_ENV] = "1"
     extra_env.update(env or {})
+    # The backend is read by the display's thread and by the agent (``outlook``): in turn.
+    lock = threading.Lock()
+
+    def outlook() -> str:
+        with lock:
+            return backend.outlook(sweep_id)
+
+    display = None
+    if progress:
+        from wbsweep.progress import LiveProgress
+
+        def read() -> tuple[Any, Any]:
+            with lock:
+                return backend.sweep(sweep_id), backend.runs(sweep_id)
+
+        display = LiveProgress(read, [worker_name(slot) for slot in slots], console=console)
     return Agent(
         lambda slot: worker_argv(backend, sweep_id, slot, limits.count, warm=warm),
         slots,
@@ -283,6 +367,8 @@ def run_agent(
         extra_env=extra_env,
         keeper=backend.keeper_argv(sweep_id),
         # With --count, a worker that ran its share is done, whatever the sweep has left.
-        outlook=(lambda: backend.outlook(sweep_id)) if limits.count is None else None,
+        outlook=outlook if limits.count is None else None,
         accelerate=accelerate,
+        output=(lambda slot: backend.worker_log(sweep_id, worker_name(slot))) if progress else None,
+        display=display,
     ).run()

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from wbsweep import __version__, views
+from wbsweep import __version__
 from wbsweep._cli_options import store_option
 from wbsweep.backends import (
     BACKEND_ENV,
@@ -197,25 +197,6 @@ def create(
 @main.command()
 @click.argument("sweep")
 @store_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(sweep: str, store: str | None, as_json: bool) -> None:
-    """Table of SWEEP's runs: state, params, objective, times."""
-    target, sweep_id = backend_for_sweep(sweep, store=store)
-    record = target.sweep(sweep_id)
-    runs = target.runs(sweep_id)
-    logs = target.trial_logs(sweep_id, runs)
-    if as_json:
-        click.echo(json.dumps(views.status_json(record, runs, logs), indent=2))
-        return
-    click.echo(views.status_line(record, runs))
-    click.echo(views.runs_table(runs, record.metric_name))
-    for line in views.failure_logs(runs, logs):
-        click.echo(line)
-
-
-@main.command()
-@click.argument("sweep")
-@store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the BestRun as JSON.")
 @click.option(
     "--args", "as_args", is_flag=True, help="Print the best params as TrainingArguments overrides."
@@ -388,10 +369,14 @@ def _yaml(config: dict[str, Any]) -> str:
     return yaml.safe_dump(config, sort_keys=False).rstrip()
 
 
-# Registered last: the agent command lives in its own module.
+# Registered last: the agent command lives in its own module, as do the readers.
 from wbsweep.cli_agent import agent  # noqa: E402
+from wbsweep.cli_status import logs, status, sweeps  # noqa: E402
 
 main.add_command(agent)
+main.add_command(status)
+main.add_command(sweeps)
+main.add_command(logs)
 
 if __name__ == "__main__":
     main()

@@ -78,6 +78,12 @@ __all__ = ["agent"]
     "its trials, with no start-up between trials. Cold: a new accelerate launch per "
     "trial (the default with --nodes, or when the sweep's command is not wbsweep's trial).",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Live progress in place of the workers' output (which goes to a log file per "
+    "worker) [default: when stdout is a terminal].",
+)
 @store_option
 def agent(
     sweep: str,
@@ -96,6 +102,7 @@ def agent(
     main_host: str | None,
     main_port: int,
     warm: bool | None,
+    progress: bool | None,
     store: str | None,
 ) -> None:
     """Run trials of SWEEP on this node until the sweep is done.
@@ -165,6 +172,7 @@ def agent(
         overridden=overridden,
         env=group.env() if group is not None else None,
         warm=warm,
+        progress=sys.stdout.isatty() if progress is None else progress,
     )
     if group is not None:
         finish(group, served, code)

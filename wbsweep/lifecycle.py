@@ -19,6 +19,7 @@ file; :class:`wbsweep.hf.session.TrainerSession` reuses the user's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -27,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from wbsweep.backends._wandb_records import RAN_AS_KEY
+from wbsweep.backends._wandb_records import RAN_AS_KEY, WORKER_KEY
 from wbsweep.backends.base import Reporter
 from wbsweep.backends.records import UNUSED_KEY
 from wbsweep.errors import (
@@ -36,13 +37,15 @@ from wbsweep.errors import (
     EXIT_TERMINATED,
     TrialStopped,
     UsageError,
+    WbsweepError,
 )
 from wbsweep.params import RecordingParams, apply_params, trial_params, warn_unread
 from wbsweep.procs import PREEMPTION, Terminated, node_preempting
-from wbsweep.shape import ran_as
+from wbsweep.shape import WORKER_ENV, ran_as
 from wbsweep.sweepfile import SweepFile
 from wbsweep.training import (
     EarlyStop,
+    ProgressReport,
     SweepFileTrainer,
     ending_callback,
     evaluation_callback,
@@ -50,6 +53,7 @@ from wbsweep.training import (
     last_checkpoint,
     objective_of,
     plain_floats,
+    progress_callback,
 )
 from wbsweep.wandb_run import RunSettings, TrialRun
 
@@ -173,8 +177,10 @@ def run_trial(
     run = None
     if main and wandb is not None:
         settings = dataclasses.replace(wandb, sweep_project=wandb.sweep_project or setup.project)
+        # The worker that runs it (``wbsweep agent`` names it): W&B keeps no other record.
+        worker = {WORKER_KEY: os.environ[WORKER_ENV]} if os.environ.get(WORKER_ENV) else {}
         # Params last: a sweep run's config must hold the sweep's own values.
-        config = {**args.to_sanitized_dict(), RAN_AS_KEY: how, **params}
+        config = {**args.to_sanitized_dict(), RAN_AS_KEY: how, **worker, **params}
         run = TrialRun.open(
             settings, run_id=run_id, config=config, metric=metric, goal=goal,
             alongside=finish_run is not None,
@@ -185,15 +191,22 @@ def run_trial(
     early_stop = EarlyStop()
     stop_poll = _StopPoll(should_stop, early_stop) if should_stop is not None and main else None
     report = functools.partial(_report_evaluation, run, reporting, run_id, metric)
+    progress = None
+    if main and (run is not None or reporting is not None):
+        progress = ProgressReport(functools.partial(_report_progress, run, reporting, run_id))
 
     def evaluated(step: int, objective: float, metrics: dict[str, float]) -> None:
         report(step, objective, metrics)
+        if progress is not None:
+            progress.evaluated(step, objective)
         if stop_poll is not None:
             stop_poll.evaluated()
 
     evaluations = evaluation_callback(setup.compute_objective, evaluated)
     ending = ending_callback(PREEMPTION, early_stop, stop_poll.step if stop_poll else None)
     callbacks = [evaluations, ending]
+    if progress is not None:
+        callbacks.append(progress_callback(progress))
     if reporting is not None:
         started = functools.partial(reporting.record_started, run_id, how)
         callbacks.append(first_step_callback(started))
@@ -278,3 +291,14 @@ def _report_evaluation(
         run.log_objective(objective)
     if reporter is not None:
         reporter.record_history(run_id, step, {**metrics, metric: objective})
+
+
+def _report_progress(
+    run: TrialRun | None, reporter: Reporter | None, run_id: str, progress: dict[str, Any]
+) -> None:
+    """Where the trial is, to its W&B run's summary and the sweep's record (never fatal)."""
+    if run is not None:
+        run.set_progress(progress)
+    if reporter is not None:
+        with contextlib.suppress(WbsweepError):  # a busy store: the next report says it again
+            reporter.record_progress(run_id, progress)

@@ -25,6 +25,7 @@ __all__ = [
     "MIXED_PRECISION",
     "OVERRIDE_ENV",
     "OWNED_FLAGS",
+    "WORKER_ENV",
     "TrialShape",
     "parse_shape",
     "ran_as",
@@ -34,6 +35,8 @@ __all__ = [
 MIXED_PRECISION = ("no", "fp16", "bf16", "fp8")
 #: Set in a worker's environment when its agent runs trials in another shape than the sweep's.
 OVERRIDE_ENV = "WBSWEEP_SHAPE_OVERRIDE"
+#: Set in a worker's environment by ``wbsweep agent``: the worker's name, recorded with each run.
+WORKER_ENV = "WBSWEEP_WORKER"
 #: ``accelerate launch`` flags wbsweep sets per worker and node: not the user's to record.
 OWNED_FLAGS = frozenset(
     {

@@ -9,6 +9,7 @@ sweep file (the ``hyperparameter_search`` plugin has its own, over the user's
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -164,6 +165,87 @@ def first_step_callback(notify: Callable[[], None]) -> Any:
                 call()
 
     return FirstStep()
+
+
+#: Seconds between two progress reports of a training trial (besides its first step,
+#: each evaluation and its last step).
+PROGRESS_EVERY = 2.0
+
+
+class ProgressReport:
+    """Rank 0's word on where its trial is, for ``wbsweep agent`` and ``wbsweep status``.
+
+    ``send(progress)`` gets ``{"step", "total", "at", "started_at"}`` and, after an
+    evaluation, ``"eval"`` (the sweep metric) and ``"eval_step"``; once training
+    ended, ``"phase": "evaluating"``. It is sent at the first step, at each
+    evaluation, at the end of training and at most every ``every`` seconds
+    between, so a report costs one short write every few seconds.
+
+    >>> sent = []
+    >>> report = ProgressReport(sent.append, every=60, clock=lambda: 100.0)
+    >>> report.step(1, 10); report.step(2, 10); report.evaluated(2, 0.5)
+    >>> [(p["step"], p.get("eval")) for p in sent]
+    [(1, None), (2, 0.5)]
+    """
+
+    def __init__(
+        self,
+        send: Callable[[dict[str, Any]], None],
+        *,
+        every: float = PROGRESS_EVERY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._send = send
+        self._every = every
+        self._clock = clock
+        self._sent_at: float | None = None
+        self.progress: dict[str, Any] = {}
+
+    def step(self, step: int, total: int | None, *, force: bool = False) -> None:
+        """Training reached ``step`` of ``total``; sent when due (or ``force``)."""
+        now = self._clock()
+        self.progress.setdefault("started_at", now)
+        self.progress.update(step=int(step), total=int(total) if total else None, at=now)
+        self.progress.pop("phase", None)
+        if force or self._sent_at is None or now - self._sent_at >= self._every:
+            self._flush(now)
+
+    def trained(self, step: int, total: int | None) -> None:
+        """Training ended at ``step``: the final evaluation comes next (``phase``); sent at once."""
+        now = self._clock()
+        self.progress.setdefault("started_at", now)
+        self.progress.update(step=int(step), total=int(total) if total else None, at=now)
+        self.progress["phase"] = "evaluating"
+        self._flush(now)
+
+    def evaluated(self, step: int, value: float) -> None:
+        """The sweep metric at an evaluation during training; sent at once."""
+        now = self._clock()
+        self.progress.setdefault("started_at", now)
+        self.progress.setdefault("step", int(step))
+        finite = math.isfinite(value)
+        self.progress.update(eval=float(value) if finite else None, eval_step=int(step), at=now)
+        self._flush(now)
+
+    def _flush(self, now: float) -> None:
+        self._sent_at = now
+        self._send(dict(self.progress))
+
+
+def progress_callback(report: ProgressReport) -> Any:
+    """A ``TrainerCallback`` that tells ``report`` rank 0's step after each optimizer step."""
+    from transformers import TrainerCallback
+
+    class ReportProgress(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                report.step(state.global_step, state.max_steps)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero and report.progress:
+                report.trained(state.global_step, state.max_steps)
+
+    return ReportProgress()
 
 
 def evaluation_callback(

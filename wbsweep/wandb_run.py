@@ -165,6 +165,12 @@ class TrialRun:
         self.log_objective(objective, metrics)
         self.run.summary[self.metric] = objective
 
+    def set_progress(self, progress: Mapping[str, Any]) -> None:
+        """Where the trial is (step, total, latest evaluation), kept in the run's summary."""
+        from wbsweep.backends._wandb_records import PROGRESS_KEY
+
+        self.run.summary[PROGRESS_KEY] = dict(progress)
+
     def mark_preempting(self) -> None:
         """Tell W&B the run is being preempted, so its sweep hands it out again."""
         self.run.mark_preempting()

@@ -114,7 +114,7 @@ def test_reads_and_status_answer_while_a_writer_holds_the_store(
     assert seen["history"] == [{"_step": 1, "eval_loss": 0.7}]
     code, output = seen["status"]
     assert code == 0, output
-    assert f"Sweep {sweep_id}: running, 1 runs, minimize objective" in output
+    assert f"Sweep {sweep_id}: running, 1/3 runs, minimize objective" in output  # of the grid
     assert run.id in output
 
 
@@ -153,10 +153,12 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     store.record_history(running.id, 5, {"eval_loss": 0.3})
     assert store.history(running.id) == [{"_step": 5, "eval_loss": 0.3}]
     assert store.run(running.id).heartbeat_at is not None
+    store.record_progress(running.id, {"step": 5, "total": 9})
+    assert store.run(running.id).progress == {"step": 5, "total": 9}
     assert store.claim_next("oldsweep", "w2") is not None  # the engine takes the old runs
 
     with sqlite3.connect(path) as check:
-        assert [row[0] for row in check.execute("SELECT id FROM migrations")] == [1, 2, 3, 4]
+        assert [row[0] for row in check.execute("SELECT id FROM migrations")] == [1, 2, 3, 4, 5]
         assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # Opening it again migrates nothing more.
     assert len(LocalBackend(path).runs("oldsweep")) == 3

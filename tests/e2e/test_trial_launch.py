@@ -170,6 +170,7 @@ def test_run_trial_runs_again_in_the_same_process(
     (tmp_path / "records").mkdir()
     sweep = load_sweep_file(TINY)
     reports: list[tuple[str, Any]] = []
+    steps: list[tuple[str, int, int]] = []
 
     class Recorder:  # a Reporter (wbsweep.backends.base)
         def record_started(self, run_id: str, ran_as: dict[str, Any] | None = None) -> None:
@@ -180,6 +181,9 @@ def test_run_trial_runs_again_in_the_same_process(
 
         def record_result(self, run_id: str, objective: float, metrics: dict[str, float]) -> None:
             reports.append(("finished", (run_id, objective, metrics["eval_loss"])))
+
+        def record_progress(self, run_id: str, progress: dict[str, Any]) -> None:
+            steps.append((run_id, progress["step"], progress["total"]))
 
     results = [
         run_trial(
@@ -200,6 +204,9 @@ def test_run_trial_runs_again_in_the_same_process(
         ("started", "second"),
         ("finished", ("second", results[1].objective, results[1].objective)),
     ]
+    for run_id in ("first", "second"):  # rank 0 said where it was, up to its last step
+        mine = [step for step in steps if step[0] == run_id]
+        assert mine and mine[0][1] == 1 and mine[-1][1] == mine[-1][2] > 1
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert [p.name.rsplit("-", 1)[1] for p in runs] == ["first", "second"]
     # wandb-core may still be flushing the offline log right after finish().

@@ -211,4 +211,5 @@ def run_record(row: sqlite3.Row) -> RunRecord:
         retry_of=row["retry_of"],
         reason=row["reason"],
         ran_as=json.loads(row["ran_as"]) if row["ran_as"] else {},
+        progress=json.loads(row["progress"]) if row["progress"] else {},
     )

@@ -101,8 +101,13 @@ def _migration_4(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN ran_as TEXT")
 
 
+def _migration_5(db: sqlite3.Connection) -> None:
+    """Where each running trial is (step of total, latest evaluation), as JSON."""
+    db.execute("ALTER TABLE runs ADD COLUMN progress TEXT")
+
+
 #: Ordered; migration ``n`` is ``MIGRATIONS[n - 1]``. Append, never edit or reorder.
-MIGRATIONS: list[Migration] = [_migration_1, _migration_2, _migration_3, _migration_4]
+MIGRATIONS: list[Migration] = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5]
 
 
 class SqliteFile:

@@ -16,12 +16,24 @@ from typing import Any
 
 from wbsweep.backends.base import RunRecord, RunState, SweepRecord, SweepState
 
-__all__ = ["RAN_AS_KEY", "REQUEUES_KEY", "run_record", "summary_number", "sweep_state"]
+__all__ = [
+    "PROGRESS_KEY",
+    "RAN_AS_KEY",
+    "WORKER_KEY",
+    "REQUEUES_KEY",
+    "run_record",
+    "summary_number",
+    "sweep_state",
+]
 
 #: The summary key that counts how often a crashed run was handed out again.
 REQUEUES_KEY = "wbsweep/requeues"
 #: The run's config key for how its trial ran (:func:`wbsweep.shape.ran_as`).
 RAN_AS_KEY = "wbsweep/ran_as"
+#: The run's config key for the worker that ran the trial (``wbsweep agent`` names it).
+WORKER_KEY = "wbsweep/worker"
+#: The summary key where a trial's rank 0 keeps where it is (``RunRecord.progress``).
+PROGRESS_KEY = "wbsweep/progress"
 
 # W&B run states in wbsweep's words (W&B calls a stopped run "killed").
 _RUN_STATES = {
@@ -56,6 +68,11 @@ def run_record(run: Any, sweep: SweepRecord) -> RunRecord:
     state = _RUN_STATES.get(str(run.state).lower(), RunState.CRASHED)
     created = _timestamp(getattr(run, "created_at", None))
     heartbeat = _timestamp(getattr(run, "heartbeat_at", None))
+    ran_as = dict(dict(run.config).get(RAN_AS_KEY) or {})
+    worker = dict(run.config).get(WORKER_KEY)
+    progress = summary.get(PROGRESS_KEY)
+    progress = dict(progress) if isinstance(progress, dict) else {}
+    started = progress.get("started_at")
     return RunRecord(
         id=str(run.id),
         sweep_id=sweep.id,
@@ -69,15 +86,18 @@ def run_record(run: Any, sweep: SweepRecord) -> RunRecord:
             and isinstance(v, int | float)
             and not isinstance(v, bool)
         },
+        worker=str(worker) if worker else None,
         created_at=created,
         # W&B creates a sweep run when an agent takes it.
         claimed_at=created,
-        started_at=None,
+        # The trial's first step, as its progress reports say.
+        started_at=float(started) if isinstance(started, int | float) else None,
         # The last heartbeat of an ended run is when it ended.
         finished_at=heartbeat if state.terminal else None,
         heartbeat_at=heartbeat,
         requeues=_count(summary.get(REQUEUES_KEY)),
-        ran_as=dict(dict(run.config).get(RAN_AS_KEY) or {}),
+        ran_as=ran_as,
+        progress=progress,
     )
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import abc
 import os
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -166,6 +167,13 @@ class RunQueue(abc.ABC):
     @abc.abstractmethod
     def record_result(self, run_id: str, objective: float, metrics: dict[str, Any]) -> None:
         """The objective (stored as ``None`` when not finite) and final metrics."""
+
+    @abc.abstractmethod
+    def record_progress(self, run_id: str, progress: dict[str, Any]) -> None:
+        """Where the running trial is (``RunRecord.progress``): the latest call's is kept.
+
+        Rank 0 calls it every few seconds while it trains; one short write.
+        """
 
     @abc.abstractmethod
     def finish_run(self, run_id: str, end: RunEnd) -> RunState:
@@ -353,6 +361,30 @@ class Backend(abc.ABC):
         """
         raise UsageError(f"the {self.name} backend does not take uploaded W&B runs")
 
+    def sweeps(self) -> list[SweepRecord]:
+        """Every sweep this backend holds where it looks (a store, a W&B project), oldest first.
+
+        Raises:
+            WbsweepError: The backend cannot be read.
+        """
+        raise UsageError(f"the {self.name} backend cannot list its sweeps")
+
+    def log_dir(self, sweep_id: str) -> str:
+        """Where this node keeps the sweep's logs: trial logs, and worker output under progress.
+
+        The run queue's work directory; else ``sweep-<id>`` beside the default local store.
+        """
+        queue = self.queue
+        if queue is not None:
+            return queue.work_dir(sweep_id)
+        from wbsweep.backends.local import default_store_path
+
+        return str(default_store_path().parent / f"sweep-{_safe(sweep_id)}")
+
+    def worker_log(self, sweep_id: str, worker: str) -> str:
+        """Where a worker's own output goes when ``wbsweep agent`` shows live progress."""
+        return os.path.join(self.log_dir(sweep_id), f"worker-{_safe(worker)}.log")
+
     def trial_logs(self, sweep_id: str, runs: list[RunRecord]) -> dict[str, str]:
         """Where each run's trial output was kept, for the runs that have a log here."""
         queue = self.queue
@@ -382,3 +414,8 @@ class Backend(abc.ABC):
         from wbsweep.runloop import RunLoop, in_process
 
         RunLoop(queue, sweep_id, in_process(queue, trial), options).run()
+
+
+def _safe(name: str) -> str:
+    """``name`` as one file name: ``entity/project/id`` becomes ``entity_project_id``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)

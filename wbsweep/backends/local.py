@@ -44,7 +44,7 @@ from wbsweep.backends.base import (
     SweepState,
 )
 from wbsweep.errors import NoStoreError, StoreError, SweepStateError, UsageError
-from wbsweep.values import one_line, plain_metrics
+from wbsweep.values import one_line, plain_metrics, to_plain
 
 __all__ = ["DEFAULT_STORE", "STORE_ENV", "SWEEP_ID_ENV", "LocalBackend", "default_store_path"]
 
@@ -201,6 +201,9 @@ class LocalBackend(Claims, Backend, RunQueue):
             "objective = ?, metrics = ?",
             (value if math.isfinite(value) else None, json.dumps(plain_metrics(metrics))),
         )
+
+    def record_progress(self, run_id: str, progress: dict[str, Any]) -> None:
+        self._update_live_run(run_id, "progress = ?", (json.dumps(to_plain(dict(progress))),))
 
     def finish_run(self, run_id: str, end: RunEnd) -> RunState:
         with self._tx(write=True, about=f"run {run_id!r}") as db:

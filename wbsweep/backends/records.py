@@ -77,6 +77,11 @@ class RunRecord:
     #: overrode the sweep's recorded shape (see :func:`wbsweep.shape.ran_as`); and
     #: under ``UNUSED_KEY``, the params its branch of ``hp_space`` did not read.
     ran_as: dict[str, Any] = field(default_factory=dict)
+    #: Where the trial is, as its rank 0 last said (every few seconds while it trains):
+    #: ``step``, ``total`` (the Trainer's ``max_steps``), ``at`` (when it said so),
+    #: ``started_at`` (its first step), and ``eval``/``eval_step``, the sweep metric at
+    #: the latest evaluation. Empty until the first step.
+    progress: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_finite_objective(self) -> bool:
@@ -168,6 +173,9 @@ class Reporter(Protocol):
 
     def record_result(self, run_id: str, objective: float, metrics: dict[str, Any]) -> None:
         """The trial's objective and final evaluation metrics."""
+
+    def record_progress(self, run_id: str, progress: dict[str, Any]) -> None:
+        """Where the trial is now (``RunRecord.progress``); the latest call's is kept."""
 
 
 @dataclass(frozen=True)

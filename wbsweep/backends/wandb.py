@@ -260,6 +260,40 @@ class WandbBackend(Backend):
             raise sdk_error(exc, where) from None
         return [_training_step(dict(row)) for row in rows]
 
+    def sweeps(self) -> list[SweepRecord]:
+        """The sweeps of this backend's project (``-p``, ``WANDB_PROJECT``), in W&B's order."""
+        path = SweepPath(self.entity, resolve_project(self.project), "")
+        where = f"{path.entity}/{path.project}"
+        try:
+            found = list(self._api().project(path.project, path.entity).sweeps())
+        except Exception as exc:
+            raise sdk_error(exc, where) from None
+        records = [
+            SweepRecord(
+                id=str(SweepPath(path.entity, path.project, str(sweep.id))),
+                config=dict(sweep.config),
+                state=sweep_state(sweep.state),
+                sweep_file=dict(sweep.config).get("program"),
+            )
+            for sweep in found
+        ]
+        return records
+
+    def trial_logs(self, sweep_id: str, runs: list[RunRecord]) -> dict[str, str]:
+        """The logs this node kept: a warm trial's own, else its worker's (progress mode)."""
+        warm_dir = os.path.join(os.environ.get("WANDB_DIR") or os.getcwd(), "wandb", "wbsweep-warm")
+        found = {}
+        for run in runs:
+            if run.ran_as.get("warm"):  # where wbsweep.warm_wandb writes each trial's output
+                path = os.path.join(warm_dir, f"run-{run.id}.log")
+            elif run.worker:
+                path = self.worker_log(sweep_id, run.worker)
+            else:
+                continue
+            if os.path.exists(path):
+                found[run.id] = path
+        return found
+
     def set_state(self, sweep_id: str, state: SweepState) -> None:
         try:
             wanted = SweepState(state)
