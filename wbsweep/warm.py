@@ -274,7 +274,13 @@ class WarmGroup:
                         first_failure = (time.monotonic(), ends[rank])
             if len(ends) == self.ranks:
                 break
-            if not self.alive:
+            # After a SIGTERM the launcher may leave before its ranks have saved their
+            # checkpoint (one rank: accelerate runs it with no launcher of its own to
+            # wait for it): a rank still connected is still ending its trial.
+            ending = termed_at is not None and any(
+                r not in ends and r not in lost for r in self._conns
+            )
+            if not self.alive and not ending:
                 end = self._lost(ends, first_failure, offset)
                 self.close(grace=0)
                 return end

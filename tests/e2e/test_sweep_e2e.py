@@ -48,7 +48,9 @@ def test_two_rank_trials_train_alike_and_best_picks_the_best(tmp_path: Path) -> 
         assert run["objective"] == pytest.approx(run["metrics"]["eval_loss"])
         assert run["claimed_at"] <= run["started_at"] <= run["finished_at"]
         assert Path("outputs/record_ranks", f"run-{run['id']}").is_dir()
-        assert run["ran_as"] == {"ranks": 2, "mixed_precision": "no", "override": False}
+        # Warm workers are the default: one process group per worker ran its trials.
+        assert run["ran_as"] == {"ranks": 2, "mixed_precision": "no", "override": False,
+                                 "warm": True}  # fmt: skip
 
     # Both ranks of every trial trained with that run's params and nothing else.
     begins = [r for r in rank_records(record) if r["event"] == "train_begin"]

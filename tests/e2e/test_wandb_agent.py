@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import wandb
-from helpers import ENTITY, PROJECT, sweep_config
+from helpers import ENTITY, PROJECT, sweep_config, wait_for
 from wandb_double import WandbDouble
 
 pytestmark = pytest.mark.slow
@@ -187,6 +187,8 @@ def test_stop_run_sigterms_the_child_and_the_run_is_killed(
     )
     try:
         run = wandb_double.wait_for_run(states={"running"}, sweep_id=sweep_id, timeout=60)
+        # Stopped once it has logged, so the run keeps what it reported.
+        wait_for(lambda: wandb_double.run(run["id"])["history"], 60, "the run's first rows")
         wandb_double.stop_run(run["id"])
         wandb_double.wait_for_run(states={"killed"}, sweep_id=sweep_id, timeout=60)
         # the agent would notice at its next poll and exit (--count 1); spare the wait

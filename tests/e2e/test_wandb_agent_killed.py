@@ -38,7 +38,10 @@ def test_a_sigkilled_wandb_agent_leaves_no_launcher_or_rank(
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     path = json.loads(created.stdout)["sweep_id"]
-    agent = start_agent(path, record, "--processes-per-trial", "2", WBSWEEP_TEST_SLEEP="1")
+    # Cold: the real `wandb agent` that a SIGKILL leaves a launcher of.
+    agent = start_agent(
+        path, record, "--processes-per-trial", "2", "--cold", WBSWEEP_TEST_SLEEP="1"
+    )
     try:
         wait_for_ranks_to_train(record, 2)
         (wandb_agent,) = [

@@ -103,7 +103,8 @@ def test_sweep_on_wandb_two_agents_two_ranks_and_best(
     # The sweep records 1 rank per trial; this agent's explicit flag ran 2, and each run says so.
     assert status["trial_shape"]["ranks"] == 1
     for run in status["runs"]:
-        assert run["ran_as"] == {"ranks": 2, "mixed_precision": "no", "override": True}
+        assert run["ran_as"] == {"ranks": 2, "mixed_precision": "no", "override": True,
+                                 "warm": True}  # fmt: skip
     assert_key_never_written(wandb_double.api_key, tmp_path, result.stdout, result.stderr)
 
 
@@ -122,7 +123,8 @@ def test_stopping_a_running_two_rank_trial_leaves_no_rank(
     sweep_id = path.split("/")[-1]
     env = {**os.environ, "WBSWEEP_TEST_RECORD_DIR": str(record), "WBSWEEP_TEST_SLEEP": "0.3"}
     agent = subprocess.Popen(
-        [WBSWEEP, "agent", path, "--processes-per-trial", "2"],
+        # Cold: a trial's own processes, which a stop must end (warm ranks outlive trials).
+        [WBSWEEP, "agent", path, "--processes-per-trial", "2", "--cold"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

@@ -82,7 +82,7 @@ def test_a_wandb_run_whose_worker_dies_is_requeued_once_and_finishes(
     path = create_wandb("--n-trials", "2")
     sweep_id = path.split("/")[-1]
     agent = start_agent(
-        path, record,
+        path, record, "--cold",  # `wandb agent`, its launcher and its rank: killed below
         WBSWEEP_TEST_SLEEP="0.3", WBSWEEP_TEST_SLEEP_UNLESS=str(fast),
         WBSWEEP_HEARTBEAT_TIMEOUT="5",
     )  # fmt: skip

@@ -52,8 +52,8 @@ def test_a_warm_worker_runs_every_trial_in_one_group_with_the_cold_results(
     args = ("--processes-per-trial", "2")
     cold = create(TEST_SWEEPS / "warm_grid.py", *args)
     warm = create(TEST_SWEEPS / "warm_grid.py", *args)
-    _agent(cold, cold_dir)
-    out = _agent(warm, warm_dir, "--warm")
+    _agent(cold, cold_dir, "--cold")
+    out = _agent(warm, warm_dir)  # warm is the default
     assert "warm: one process group of 2 rank(s)" in out
 
     cold_runs, warm_runs = status(cold)["runs"], status(warm)["runs"]
