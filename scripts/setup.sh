@@ -12,11 +12,19 @@ else
 fi
 py="$venv/bin/python"
 quiet=(--quiet --disable-pip-version-check)
-# A plain `torch` requirement with no torch present pulls a multi-GB CUDA build:
-# install the CPU build first (override with WBSWEEP_TORCH_SPEC, e.g. for CUDA).
+# With no torch importable, install one before wbsweep's own `torch>=2.2` could
+# pull whatever the index has. Which build comes is the index's choice: on Linux,
+# PyPI's torch is a CUDA build; a find-links folder with a +cpu wheel gives that.
+# WBSWEEP_TORCH_SPEC: the requirement. WBSWEEP_TORCH_INDEX: pip's --index-url for
+# it, e.g. https://download.pytorch.org/whl/cpu or .../whl/cu128.
 if ! "$py" -c "import torch" >/dev/null 2>&1; then
-  echo "setup: installing ${WBSWEEP_TORCH_SPEC:-torch==2.13.0}" >&2
-  "$py" -m pip install "${quiet[@]}" "${WBSWEEP_TORCH_SPEC:-torch==2.13.0}"
+  torch_spec="${WBSWEEP_TORCH_SPEC:-torch==2.13.0}"
+  torch_index=()
+  if [ -n "${WBSWEEP_TORCH_INDEX:-}" ]; then
+    torch_index=(--index-url "$WBSWEEP_TORCH_INDEX")
+  fi
+  echo "setup: installing $torch_spec${WBSWEEP_TORCH_INDEX:+ from $WBSWEEP_TORCH_INDEX}" >&2
+  "$py" -m pip install "${quiet[@]}" ${torch_index[@]+"${torch_index[@]}"} "$torch_spec"
 fi
 # The report's browser test (tests/e2e/test_report_page.py) drives Debian's Chromium.
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
