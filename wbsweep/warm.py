@@ -245,6 +245,7 @@ class WarmGroup:
         first_failure: tuple[float, TrialEnded] | None = None
         termed_at: float | None = None
         lost_at: float | None = None
+        orphaned_at: float | None = None
         lost: set[int] = set()
         stop_sent = False
         polled = time.monotonic()
@@ -274,17 +275,23 @@ class WarmGroup:
                         first_failure = (time.monotonic(), ends[rank])
             if len(ends) == self.ranks:
                 break
-            # After a SIGTERM the launcher may leave before its ranks have saved their
-            # checkpoint (one rank: accelerate runs it with no launcher of its own to
-            # wait for it): a rank still connected is still ending its trial.
-            ending = termed_at is not None and any(
-                r not in ends and r not in lost for r in self._conns
-            )
+            now = time.monotonic()
+            if stopping() and termed_at is None:
+                termed_at = now
+                # The group's id outlives its leader: this reaches ranks whose launcher
+                # is gone already (the node's agent signals every process it started).
+                procs.signal_group(self._proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+            # The launcher may leave before its ranks end (one rank: accelerate's launcher
+            # does not wait for it on a signal). Its ranks get SIGTERM when it dies, save
+            # their checkpoint and say so: a rank still connected is still ending its trial.
+            ending = any(r not in ends and r not in lost for r in self._conns)
+            if not self.alive and ending:
+                orphaned_at = orphaned_at or now
+                ending = now - orphaned_at <= self.kill_delay
             if not self.alive and not ending:
                 end = self._lost(ends, first_failure, offset)
                 self.close(grace=0)
                 return end
-            now = time.monotonic()
             if lost_at is not None and now - lost_at > LOST_GRACE:
                 self._kill()  # the launcher did not end the group itself
                 return self._lost(ends, first_failure, offset)
@@ -292,9 +299,6 @@ class WarmGroup:
                 self.say(f"run {run_id}: a rank failed and the others did not end; restarting")
                 self._kill()
                 return RunEnd(first_failure[1].exit_code, first_failure[1].reason)
-            if stopping() and termed_at is None:
-                termed_at = now
-                procs.signal_group(self._proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
             if not stop_sent and now - polled >= STOP_POLL:
                 polled = now
                 if should_stop():

@@ -37,6 +37,7 @@ from typing import Any
 from wbsweep import procs
 from wbsweep.errors import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     TrialStopped,
     WbsweepError,
@@ -129,7 +130,9 @@ class _Uploads:
         self._threads: list[threading.Thread] = []
 
     def finish(self, run: TrialRun, exit_code: int) -> None:
-        if not run.alongside:
+        if not run.alongside or exit_code in (EXIT_TERMINATED, EXIT_INTERRUPTED):
+            # The process leaves after this trial (preempted, interrupted): no next
+            # trial to let go first, and a second signal could cut a background finish.
             run.finish(exit_code)
             return
         self._threads = [t for t in self._threads if t.is_alive()]
