@@ -274,3 +274,42 @@ def local_report_sweep(
         queue.finish_run(run.id, RunEnd(0))
         made.append({"id": run.id, "params": run.params, "objective": final})
     return sweep_id, made
+
+
+def start_in_terminal(
+    argv: list[str], columns: int = 200, lines: int = 50
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``argv`` with a pty of ``columns`` x ``lines`` as its terminal; it and the pty's fd.
+
+    The caller reads what it draws from the fd and closes it.
+    """
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        argv,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": str(columns), "LINES": str(lines)},
+    )
+    os.close(follower)
+    return proc, leader
+
+
+def post_to_double(double: Any, path: str, body: dict[str, Any]) -> Any:
+    """POST ``body`` as JSON to the W&B double with its API key, as the SDK does; the answer."""
+    import base64
+    import urllib.request
+
+    token = base64.b64encode(f"api:{double.api_key}".encode()).decode()
+    request = urllib.request.Request(
+        f"{double.base_url}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = json.loads(response.read())
+    assert not (isinstance(answer, dict) and answer.get("errors")), answer
+    return answer

@@ -97,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
             raise TrialError(f"sweep {sweep.id}: its command is not wbsweep's trial; run it cold")
         command, env, ranks = found
         group = WarmGroup(command, env, ranks=ranks, log_path=logs / f"warm-{os.getpid()}.log")
-        group.start()
         _print(f"[{name}] warm: one process group of {ranks} rank(s) for every trial")
 
         def trial(claimed: ClaimedRun) -> None:
             assert group is not None
+            if group.starts == 0:  # at the first run: a worker with none starts no group
+                group.start()
             run_env = {key: os.environ[key] for key in _RUN_ENV if key in os.environ}
             signals.in_trial = True
             try:

@@ -102,6 +102,7 @@ class Worker:
         self.loop = RunLoop(queue, sweep_id, self.run_trial, options, on_end=self._ended)
         self._proc: subprocess.Popen[bytes] | None = None
         self.warm = warm
+        self._group_tried = False
         self.group: WarmGroup | None = None
         self._warm_problem: str | None = None
 
@@ -111,8 +112,6 @@ class Worker:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
-            if self.warm:
-                self._start_group()
             return self.loop.run()
         finally:
             if self.group is not None:
@@ -121,7 +120,8 @@ class Worker:
                 signal.signal(sig, handler)
 
     def _start_group(self) -> None:
-        """Start the warm group now, so it loads while the first run is claimed."""
+        """Start the warm group, at the first run (a worker with nothing to run starts none)."""
+        self._group_tried = True  # one try: a sweep whose trials cannot run warm runs cold
         scratch = self.run_dir / f"warm-{_safe(self.name)}"
         try:
             found = group_command(self.config, os.environ, os.getcwd(), scratch)
@@ -143,6 +143,8 @@ class Worker:
     def run_trial(self, run: RunRecord) -> RunEnd:
         """Run one claimed run's command to its end: its exit code and, if it failed, why."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.warm and not self._group_tried:
+            self._start_group()
         if self._warm_problem is not None:
             self._trial_log_line(run, f"wbsweep.launch: error: {self._warm_problem}")
             return RunEnd(EXIT_BAD_INPUT, self._warm_problem)

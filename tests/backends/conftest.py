@@ -14,18 +14,17 @@ writing its supplier and one line in :data:`SUPPLIERS`.
 
 from __future__ import annotations
 
-import base64
 import copy
 import functools
 import json
 import os
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import post_to_double
 from wandb_double import WandbDouble
 
 from wbsweep.backends.base import Backend, RunEnd
@@ -112,22 +111,10 @@ _UPSERT_BUCKET = """mutation UpsertBucket($name: String, $project: String, $enti
 }"""
 
 
-def _post(double: WandbDouble, path: str, body: dict[str, Any]) -> Any:
-    token = base64.b64encode(f"api:{double.api_key}".encode()).decode()
-    request = urllib.request.Request(
-        f"{double.base_url}{path}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        answer = json.loads(response.read())
-    assert not (isinstance(answer, dict) and answer.get("errors")), answer
-    return answer
-
-
 def _graphql(double: WandbDouble, query: str, **variables: Any) -> dict[str, Any]:
-    return dict(_post(double, "/graphql", {"query": query, "variables": variables})["data"])
+    return dict(
+        post_to_double(double, "/graphql", {"query": query, "variables": variables})["data"]
+    )
 
 
 def _wandb(request: pytest.FixtureRequest, tmp_path: Path) -> Supplied:
@@ -185,7 +172,7 @@ def _wandb(request: pytest.FixtureRequest, tmp_path: Path) -> Supplied:
             # As the SDK streams it: one JSON line per logged step, W&B's own keys added.
             lines = [json.dumps({**row, "_runtime": 1.0, "_timestamp": 0.0}) for row in history]
             files["wandb-history.jsonl"] = {"offset": 0, "content": lines}
-        _post(
+        post_to_double(
             double,
             f"/files/{entity}/{project}/{run_id}/file_stream",
             {

@@ -8,17 +8,14 @@ writes the run's summary (``wbsweep/progress``) and config (``wbsweep/ran_as``,
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import invoke
+from helpers import invoke, post_to_double
 from rich.console import Console
 
 from wbsweep.backends.base import Backend
@@ -41,7 +38,7 @@ def _report(
         return
     double = request.getfixturevalue("wandb_double")
     entity, project, _ = sweep_id.split("/")
-    _post(
+    post_to_double(
         double,
         "/graphql",
         {
@@ -58,7 +55,7 @@ def _report(
             },
         },
     )
-    _post(
+    post_to_double(
         double,
         f"/files/{entity}/{project}/{run_id}/file_stream",
         {
@@ -70,19 +67,6 @@ def _report(
             }
         },
     )
-
-
-def _post(double: Any, path: str, body: dict[str, Any]) -> None:
-    token = base64.b64encode(f"api:{double.api_key}".encode()).decode()
-    request = urllib.request.Request(
-        f"{double.base_url}{path}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        answer = json.loads(response.read())
-    assert not (isinstance(answer, dict) and answer.get("errors")), answer
 
 
 def test_a_running_trials_progress_reaches_runs_and_the_live_view(

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import select
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from helpers import SWEEPS, TEST_SWEEPS, WBSWEEP, create, status, wbsweep
+from helpers import SWEEPS, TEST_SWEEPS, WBSWEEP, create, start_in_terminal, status, wbsweep
 from wandb_double import WandbDouble
 
 pytestmark = pytest.mark.slow
@@ -30,15 +28,7 @@ _TWO_POINTS = {"WBSWEEP_TEST_GRID_LRS": "1e-4", "WBSWEEP_TEST_GRID_BATCHES": "8,
 
 def _in_a_terminal(argv: list[str], timeout: float) -> tuple[int, str]:
     """Run ``argv`` with a pty as its terminal; its exit code and everything it drew."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        argv,
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        env={**os.environ, "COLUMNS": "200", "LINES": "50"},
-    )
-    os.close(follower)
+    proc, leader = start_in_terminal(argv)
     screen = b""
     deadline = time.monotonic() + timeout
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import select
 import signal
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import WBSWEEP, invoke
+from helpers import WBSWEEP, invoke, start_in_terminal
 
 from wbsweep.backends.base import RunEnd
 from wbsweep.backends.local import LocalBackend
@@ -202,15 +201,7 @@ def test_unknown_run_or_a_run_without_a_log_here_is_one_line() -> None:
 
 def test_status_watch_refreshes_in_a_terminal_until_ctrl_c() -> None:
     sweep_id, (run_id,) = _sweep([None], ["running"])
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [WBSWEEP, "status", sweep_id, "--watch"],
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        env={**os.environ, "COLUMNS": "160", "LINES": "40"},
-    )
-    os.close(follower)
+    proc, leader = start_in_terminal([WBSWEEP, "status", sweep_id, "--watch"], 160, 40)
     screen = b""
     try:
         screen += _read_until(leader, b"7/20", 30)
