@@ -359,7 +359,10 @@ def run_agent(
             with lock:
                 return backend.sweep(sweep_id), backend.runs(sweep_id)
 
-        display = LiveProgress(read, [worker_name(slot) for slot in slots], console=console)
+        display = LiveProgress(
+            read, [worker_name(slot) for slot in slots], console=console,
+            poll=backend.progress_poll,
+        )  # fmt: skip
     return Agent(
         lambda slot: worker_argv(backend, sweep_id, slot, limits.count, warm=warm),
         slots,

@@ -216,6 +216,8 @@ class Backend(abc.ABC):
     name: str
     #: Seconds between starting two workers on a node (W&B: spread the first heartbeats).
     worker_stagger: float = 0.0
+    #: Seconds between two reads of the sweep for the agent's live progress.
+    progress_poll: float = 1.0
 
     @property
     @abc.abstractmethod

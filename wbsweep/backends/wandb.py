@@ -91,6 +91,9 @@ class WandbBackend(Backend):
     # Two `wandb agent`s started at once ask the server for a run at the same
     # moment (their first heartbeat, every 5 s): start them apart.
     worker_stagger = 2.5
+    # The live progress reads the sweep and all its runs through W&B's API, from
+    # every node: not every second.
+    progress_poll = 5.0
 
     def __init__(self, *, entity: str | None = None, project: str | None = None) -> None:
         found = login()
