@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import SWEEPS, TEST_SWEEPS, WBSWEEP, create, start_in_terminal, status, wbsweep
+from helpers import TEST_SWEEPS, WBSWEEP, create, start_in_terminal, status, wbsweep
 from wandb_double import WandbDouble
 
 pytestmark = pytest.mark.slow
@@ -52,8 +52,15 @@ def _in_a_terminal(argv: list[str], timeout: float) -> tuple[int, str]:
     return proc.returncode, screen.decode(errors="replace")
 
 
-def test_agent_draws_live_progress_in_a_terminal() -> None:
-    sweep_id = create(SWEEPS / "tiny.py", "--n-trials", "2")
+def test_agent_draws_live_progress_in_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Trials of a few seconds (0.2 s a step), so a redraw falls inside each one.
+    record = tmp_path / "records"
+    record.mkdir()
+    monkeypatch.setenv("WBSWEEP_TEST_RECORD_DIR", str(record))
+    monkeypatch.setenv("WBSWEEP_TEST_SLEEP", "0.2")
+    sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "2")
     code, screen = _in_a_terminal([WBSWEEP, "agent", sweep_id], timeout=400)
     text = _ESCAPE.sub("", screen)
     assert code == 0, text[-3000:]
@@ -70,7 +77,7 @@ def test_agent_draws_live_progress_in_a_terminal() -> None:
         assert {int(step) for step, _ in seen} - {total}  # a step before the last was drawn
         assert run["progress"]["step"] == total  # the record's last report: the last step
     best = min(runs, key=lambda r: r["objective"])
-    assert re.search(rf"best eval_loss {best['objective']:.6g}\s+run {best['id']}", text)
+    assert re.search(rf"best objective {best['objective']:.6g}\s+run {best['id']}", text)
     assert "2 finished, 0 running, 0 failed of 2" in text
     # The workers' own lines went to their log file, named once, not to the terminal.
     log = Path(f".wbsweep/sweep-{sweep_id}/worker-{worker}.log").absolute()
