@@ -204,7 +204,8 @@ def test_bayes_claims_from_several_processes_take_turns_and_keep_run_cap(tmp_pat
 
 
 def test_seen_runs_read_as_a_full_read_does_after_every_kind_of_change(tmp_path: Path) -> None:
-    store = LocalBackend(tmp_path / "store.db", heartbeat_timeout=0.3)
+    # Long enough that b's and c's heartbeats below stay fresh on a loaded machine.
+    store = LocalBackend(tmp_path / "store.db", heartbeat_timeout=1.5)
     sweep_id = store.create({**GRID, "method": "random", "run_cap": 20})
     seen = SeenRuns(sweep_id, with_history=True)
 
@@ -235,7 +236,7 @@ def test_seen_runs_read_as_a_full_read_does_after_every_kind_of_change(tmp_path:
     store.finish_run(b, RunEnd(143, preempted=True))
     same()
     assert store.claim_next(sweep_id, "w2") is not None  # resumes b
-    time.sleep(0.4)  # d's worker went silent: the next claim records it crashed
+    time.sleep(1.6)  # d's worker went silent: the next claim records it crashed
     store.heartbeat(b)
     store.heartbeat(c)
     rerun = store.claim_next(sweep_id, "w3")

@@ -255,6 +255,10 @@ def _finish_runs_forever(path: str, sweep_id: str, log: str) -> None:
             out.flush()
 
 
+def _lines(path: Path) -> int:
+    return len(path.read_text().split()) if path.exists() else 0
+
+
 def test_sigkill_in_the_middle_of_writes_keeps_the_store_whole(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = LocalBackend(path)
@@ -267,12 +271,18 @@ def test_sigkill_in_the_middle_of_writes_keeps_the_store_whole(tmp_path: Path) -
     )
     log = tmp_path / "finished.txt"
     ctx = multiprocessing.get_context("spawn")
-    for delay in (2.5, 3.0, 3.5):  # the process starts in ~2 s, then writes without a pause
+    for delay in (0.0, 0.05, 0.2):
+        before = _lines(log)
         victim = ctx.Process(target=_finish_runs_forever, args=(str(path), sweep_id, str(log)))
         victim.start()
+        # Once it has finished a run it writes without a pause: kill it in the middle.
+        deadline = time.monotonic() + 120
+        while _lines(log) == before and victim.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
         time.sleep(delay)
         os.kill(victim.pid, signal.SIGKILL)
         victim.join(30)
+        assert _lines(log) > before, "the writer finished no run before it was killed"
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     reported = set(log.read_text().split())
