@@ -2,9 +2,9 @@
 
 In-process tests drive a real ``Trainer`` (a tiny BERT from a config) on the
 local backend. The others run ``examples/hf_search_docs.py`` (the docs'
-snippet) as users do: as a script, then a second process, a 2-rank
-``accelerate launch``, joining its sweep; on the local store and against the
-W&B protocol double. How ``import wbsweep`` installs the plugin is in
+snippet) as users do: as a script and under a 2-rank ``accelerate launch``,
+one process making the sweep and the other joining it; on the local store and
+against the W&B protocol double. How ``import wbsweep`` installs the plugin is in
 ``test_hf_install_order.py``.
 
 Slow: every test here trains or starts Python processes. The plugin's pure
@@ -331,50 +331,50 @@ def trained_with(line: dict[str, Any], params: dict[str, Any]) -> bool:
 
 
 @pytest.mark.slow
-def test_docs_example_local_then_a_second_process_on_two_ranks_joins(tmp_path: Path) -> None:
-    """The example as a script on the local store, then under 2 ranks joining its sweep.
+def test_docs_example_local_on_two_ranks_then_a_second_process_joins(tmp_path: Path) -> None:
+    """The example under a 2-rank ``accelerate launch`` on the local store, then as a script.
 
-    The script (``WBSWEEP_COUNT=1``) makes one sweep of ``n_trials`` runs and runs one.
-    A second process, a 2-rank ``accelerate launch`` of the same example, joins it by
-    ``WBSWEEP_SWEEP_ID`` and runs the other two: one sweep, though three ranks called
-    ``hyperparameter_search``; both ranks train every trial with the run's params, rank 0
-    alone talks to the store and W&B, and every rank returns the same ``BestRun``, which
-    covers both processes' runs.
+    The 2-rank job (``WBSWEEP_COUNT=2``) makes one sweep of ``n_trials`` runs, though both
+    ranks call ``hyperparameter_search``, and runs two: both ranks train every trial with
+    the run's params, rank 0 alone talks to the store and W&B, and every rank returns the
+    same ``BestRun``. Then the example as a plain script joins by ``WBSWEEP_SWEEP_ID`` and
+    runs the last run; its ``BestRun`` covers both processes' runs.
     """
     store = LocalBackend(os.environ["WBSWEEP_STORE"])
-    env = example_env(tmp_path, WBSWEEP_BACKEND="local", WBSWEEP_COUNT="1")
-    run_example(tmp_path, env)
-    (sweep,) = store.sweeps()
+    offline = Path(os.environ["WANDB_DIR"], "wandb")
+    env = example_env(tmp_path, WBSWEEP_BACKEND="local", WBSWEEP_COUNT="2")
+    run_example(tmp_path, {**env, "ACCELERATE_USE_CPU": "true"}, *two_ranks())
+    (sweep,) = store.sweeps()  # one sweep, though two ranks called hyperparameter_search
     assert sweep.config["run_cap"] == 3
-    (mine,) = store.runs(sweep.id)  # this process ran its one trial
-    (first,) = bests(tmp_path)
-    assert_is_best_of(first, [mine])
-
-    env = example_env(
-        tmp_path, WBSWEEP_BACKEND="local", WBSWEEP_SWEEP_ID=sweep.id, ACCELERATE_USE_CPU="true"
-    )
-    run_example(tmp_path, env, *two_ranks())
-    assert len(store.sweeps()) == 1
-    runs = store.runs(sweep.id)
-    assert len(runs) == 3 and {r.state for r in runs} == {"finished"}
-    joined = [r for r in runs if r.id != mine.id]
-    assert len({r.worker for r in runs}) == 2  # both processes contributed
-    assert len({r.worker for r in joined}) == 1  # the 2-rank job is one worker
-    _, rank0, rank1 = bests(tmp_path)
-    assert rank0 == rank1  # every rank returns the same BestRun
-    assert_is_best_of(rank0, runs)  # the joiner's BestRun covers every process's runs
-    assert set(rank0["hyperparameters"]) == {"learning_rate", "per_device_train_batch_size"}
+    ranked = store.runs(sweep.id)
+    assert len(ranked) == 2 and {r.state for r in ranked} == {"finished"}
+    assert len({r.worker for r in ranked}) == 1  # the 2-rank job is one worker
     trained = records(tmp_path)
-    assert len(trained) == 1 + 2 * 2
-    (line,) = [t for t in trained if t["output_dir"].endswith(f"run-{mine.id}")]
-    assert line["world_size"] == 1 and trained_with(line, mine.params)
-    for run in joined:
+    assert len(trained) == 2 * 2
+    for run in ranked:
         lines = [t for t in trained if t["output_dir"].endswith(f"run-{run.id}")]
         assert sorted(t["rank"] for t in lines) == [0, 1]
         for line in lines:
             assert line["world_size"] == 2 and trained_with(line, run.params)
+    rank0, rank1 = bests(tmp_path)
+    assert rank0 == rank1  # every rank returns the same BestRun
+    assert_is_best_of(rank0, ranked)
     # only rank 0 made W&B runs: one offline run per trial
-    assert len(list(Path(os.environ["WANDB_DIR"], "wandb").glob("offline-run-*"))) == 3
+    assert len(list(offline.glob("offline-run-*"))) == 2
+
+    env = example_env(tmp_path, WBSWEEP_BACKEND="local", WBSWEEP_SWEEP_ID=sweep.id)
+    run_example(tmp_path, env)
+    assert len(store.sweeps()) == 1
+    runs = store.runs(sweep.id)
+    assert len(runs) == 3 and {r.state for r in runs} == {"finished"}
+    assert len({r.worker for r in runs}) == 2  # both processes contributed
+    _, _, joiner = bests(tmp_path)
+    assert_is_best_of(joiner, runs)  # the joiner's BestRun covers every process's runs
+    assert set(joiner["hyperparameters"]) == {"learning_rate", "per_device_train_batch_size"}
+    (last,) = [r for r in runs if r.id not in {m.id for m in ranked}]
+    (line,) = [t for t in records(tmp_path) if t["output_dir"].endswith(f"run-{last.id}")]
+    assert line["world_size"] == 1 and trained_with(line, last.params)
+    assert len(list(offline.glob("offline-run-*"))) == 3
 
 
 @pytest.mark.slow
