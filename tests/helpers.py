@@ -313,3 +313,25 @@ def post_to_double(double: Any, path: str, body: dict[str, Any]) -> Any:
         answer = json.loads(response.read())
     assert not (isinstance(answer, dict) and answer.get("errors")), answer
     return answer
+
+
+def torch_on_one_thread(monkeypatch: Any) -> Callable[[], None]:
+    """Torch on one CPU thread, in this process and (``OMP_NUM_THREADS``) in its children.
+
+    For tests that train tiny models on the CPU: a second intra-op thread gains
+    nothing there and spins between ops, which on a busy 2-core machine multiplies
+    a tiny training's CPU time (and wall time) several times. Returns what puts
+    this process's thread count back (``monkeypatch`` undoes the variable)::
+
+        @pytest.fixture(autouse=True)
+        def one_thread(monkeypatch):
+            restore = torch_on_one_thread(monkeypatch)
+            yield
+            restore()
+    """
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return lambda: torch.set_num_threads(before)

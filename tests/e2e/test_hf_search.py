@@ -2,8 +2,10 @@
 
 In-process tests drive a real ``Trainer`` (a tiny BERT from a config) on the
 local backend. The others run ``examples/hf_search_docs.py`` (the docs'
-snippet) as users do: as a script, a second process joining the sweep, against
-the W&B protocol double, and under a 2-rank ``accelerate launch``.
+snippet) as users do: as a script and under a 2-rank ``accelerate launch``,
+one process making the sweep and the other joining it; on the local store and
+against the W&B protocol double. How ``import wbsweep`` installs the plugin is in
+``test_hf_install_order.py``.
 
 Slow: every test here trains or starts Python processes. The plugin's pure
 parts are in ``tests/unit/test_hf.py``.
@@ -19,11 +21,12 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO
+from helpers import REPO, torch_on_one_thread
 from wandb_double import WandbDouble
 
 from wbsweep.agent import free_port
@@ -35,42 +38,13 @@ EXAMPLE = REPO / "examples" / "hf_search_docs.py"
 PYTHON = sys.executable
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 
-# ---------------------------------------------------------------- install
 
-
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **env},
-        check=False,
-    )
-
-
-_PROBE = """
-import sys, wbsweep
-print("eager", "transformers" in sys.modules)
-from transformers import Trainer  # imports transformers.hyperparameter_search
-from transformers.hyperparameter_search import ALL_HYPERPARAMETER_SEARCH_BACKENDS as table
-from transformers.trainer_utils import HPSearchBackend
-print("backend", table[HPSearchBackend.WANDB].__module__)
-print("hooks", sum(type(f).__module__.startswith("wbsweep") for f in sys.meta_path))
-"""
-
-
-@pytest.mark.slow
-def test_import_wbsweep_installs_lazily_and_env_turns_it_off() -> None:
-    result = run_python(_PROBE)
-    assert result.returncode == 0, result.stderr
-    assert "eager False" in result.stdout  # wbsweep never imports transformers itself
-    assert "backend wbsweep.hf.backend" in result.stdout
-    assert "hooks 0" in result.stdout  # the hook removed itself once it fired
-
-    off = run_python(_PROBE, WBSWEEP_HF_PLUGIN="0")
-    assert off.returncode == 0, off.stderr
-    assert "backend transformers.hyperparameter_search" in off.stdout
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tiny models train on one CPU thread here and in the scripts (see the helper)."""
+    restore = torch_on_one_thread(monkeypatch)
+    yield
+    restore()
 
 
 # ---------------------------------------------------------------- in-process searches
@@ -304,6 +278,25 @@ def run_example(tmp_path: Path, env: dict[str, str], *launcher: str) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
 
 
+def run_example_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    """The example as ``python example.py`` runs it (``__main__``), but in this process.
+
+    With ``env`` set, and the wrapper's recording ``Trainer.train`` undone afterwards.
+    """
+    import runpy
+
+    import transformers
+
+    wrapper = tmp_path / "run_example.py"
+    wrapper.write_text(_WRAPPER)
+    (tmp_path / "record").mkdir(exist_ok=True)
+    for key, value in {"HF_TEST_RECORD": str(tmp_path / "record"), **env}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", [str(wrapper), str(EXAMPLE)])
+    monkeypatch.setattr(transformers.Trainer, "train", transformers.Trainer.train)
+    runpy.run_path(str(wrapper), run_name="__main__")
+
+
 def records(tmp_path: Path) -> list[dict[str, Any]]:
     lines = []
     for path in (tmp_path / "record").glob("rank*.jsonl"):
@@ -324,59 +317,6 @@ def assert_is_best_of(best: dict[str, Any], runs: list[Any]) -> None:
     assert best["hyperparameters"] == winner.params
 
 
-@pytest.mark.slow
-def test_docs_example_local_and_a_second_process_joins(tmp_path: Path) -> None:
-    store = LocalBackend(os.environ["WBSWEEP_STORE"])
-    env = example_env(tmp_path, WBSWEEP_BACKEND="local", WBSWEEP_COUNT="1")
-    run_example(tmp_path, env)
-    (sweep,) = store.sweeps()
-    assert sweep.config["run_cap"] == 3
-    assert len(store.runs(sweep.id)) == 1  # this process ran its one trial
-
-    env = example_env(tmp_path, WBSWEEP_BACKEND="local", WBSWEEP_SWEEP_ID=sweep.id)
-    run_example(tmp_path, env)
-    assert len(store.sweeps()) == 1
-    runs = store.runs(sweep.id)
-    assert len(runs) == 3 and {r.state for r in runs} == {"finished"}
-    assert len({r.worker for r in runs}) == 2  # both processes contributed
-    first, second = bests(tmp_path)
-    assert_is_best_of(first, runs[:1])
-    assert_is_best_of(second, runs)  # the joiner's BestRun covers every process's runs
-    assert set(second["hyperparameters"]) == {"learning_rate", "per_device_train_batch_size"}
-    trained = records(tmp_path)
-    for run in runs:
-        (line,) = [t for t in trained if t["output_dir"].endswith(f"run-{run.id}")]
-        assert line["learning_rate"] == pytest.approx(run.params["learning_rate"])
-        assert line["per_device_train_batch_size"] == run.params["per_device_train_batch_size"]
-
-
-@pytest.mark.slow
-def test_docs_example_two_ranks_train_every_trial_alike(tmp_path: Path) -> None:
-    env = example_env(
-        tmp_path, WBSWEEP_BACKEND="local", HF_SEARCH_N_TRIALS="2", ACCELERATE_USE_CPU="true"
-    )
-    run_example(tmp_path, env, *two_ranks())
-    store = LocalBackend(os.environ["WBSWEEP_STORE"])
-    (sweep,) = store.sweeps()  # one sweep, though two ranks called hyperparameter_search
-    runs = store.runs(sweep.id)
-    assert len(runs) == 2 and {r.state for r in runs} == {"finished"}
-    assert len({r.worker for r in runs}) == 1
-    trained = records(tmp_path)
-    assert len(trained) == 4
-    for run in runs:
-        mine = [t for t in trained if t["output_dir"].endswith(f"run-{run.id}")]
-        assert sorted(t["rank"] for t in mine) == [0, 1]
-        for line in mine:
-            assert line["world_size"] == 2
-            assert line["learning_rate"] == pytest.approx(run.params["learning_rate"])
-            assert line["per_device_train_batch_size"] == run.params["per_device_train_batch_size"]
-    rank0, rank1 = bests(tmp_path)
-    assert rank0 == rank1  # every rank returns the same BestRun
-    assert_is_best_of(rank0, runs)
-    # only rank 0 made W&B runs: one offline run per trial
-    assert len(list(Path(os.environ["WANDB_DIR"], "wandb").glob("offline-run-*"))) == 2
-
-
 def two_ranks() -> list[str]:
     return [
         ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2",
@@ -384,62 +324,116 @@ def two_ranks() -> list[str]:
     ]  # fmt: skip
 
 
+def trained_with(line: dict[str, Any], params: dict[str, Any]) -> bool:
+    return line["learning_rate"] == pytest.approx(params["learning_rate"]) and (
+        line["per_device_train_batch_size"] == params["per_device_train_batch_size"]
+    )
+
+
 @pytest.mark.slow
-def test_docs_example_against_wandb_on_two_ranks(wandb_double: WandbDouble, tmp_path: Path) -> None:
-    extra = {"WBSWEEP_BACKEND": "wandb", "HF_SEARCH_N_TRIALS": "2", "ACCELERATE_USE_CPU": "true"}
-    env = wandb_double.child_env({**example_env(tmp_path), **extra})
-    env["WANDB_PROJECT"] = "hf"
-    run_example(tmp_path, env, *two_ranks())
+def test_docs_example_local_on_two_ranks_then_a_second_process_joins(tmp_path: Path) -> None:
+    """The example under a 2-rank ``accelerate launch`` on the local store, then as a script.
+
+    The 2-rank job (``WBSWEEP_COUNT=2``) makes one sweep of ``n_trials`` runs, though both
+    ranks call ``hyperparameter_search``, and runs two: both ranks train every trial with
+    the run's params, rank 0 alone talks to the store and W&B, and every rank returns the
+    same ``BestRun``. Then the example as a plain script joins by ``WBSWEEP_SWEEP_ID`` and
+    runs the last run; its ``BestRun`` covers both processes' runs.
+    """
+    store = LocalBackend(os.environ["WBSWEEP_STORE"])
+    offline = Path(os.environ["WANDB_DIR"], "wandb")
+    env = example_env(tmp_path, WBSWEEP_BACKEND="local", WBSWEEP_COUNT="2")
+    run_example(tmp_path, {**env, "ACCELERATE_USE_CPU": "true"}, *two_ranks())
+    (sweep,) = store.sweeps()  # one sweep, though two ranks called hyperparameter_search
+    assert sweep.config["run_cap"] == 3
+    ranked = store.runs(sweep.id)
+    assert len(ranked) == 2 and {r.state for r in ranked} == {"finished"}
+    assert len({r.worker for r in ranked}) == 1  # the 2-rank job is one worker
+    trained = records(tmp_path)
+    assert len(trained) == 2 * 2
+    for run in ranked:
+        lines = [t for t in trained if t["output_dir"].endswith(f"run-{run.id}")]
+        assert sorted(t["rank"] for t in lines) == [0, 1]
+        for line in lines:
+            assert line["world_size"] == 2 and trained_with(line, run.params)
+    rank0, rank1 = bests(tmp_path)
+    assert rank0 == rank1  # every rank returns the same BestRun
+    assert_is_best_of(rank0, ranked)
+    # only rank 0 made W&B runs: one offline run per trial
+    assert len(list(offline.glob("offline-run-*"))) == 2
+
+    env = example_env(tmp_path, WBSWEEP_BACKEND="local", WBSWEEP_SWEEP_ID=sweep.id)
+    run_example(tmp_path, env)
+    assert len(store.sweeps()) == 1
+    runs = store.runs(sweep.id)
+    assert len(runs) == 3 and {r.state for r in runs} == {"finished"}
+    assert len({r.worker for r in runs}) == 2  # both processes contributed
+    _, _, joiner = bests(tmp_path)
+    assert_is_best_of(joiner, runs)  # the joiner's BestRun covers every process's runs
+    assert set(joiner["hyperparameters"]) == {"learning_rate", "per_device_train_batch_size"}
+    (last,) = [r for r in runs if r.id not in {m.id for m in ranked}]
+    (line,) = [t for t in records(tmp_path) if t["output_dir"].endswith(f"run-{last.id}")]
+    assert line["world_size"] == 1 and trained_with(line, last.params)
+    assert len(list(offline.glob("offline-run-*"))) == 3
+
+
+@pytest.mark.slow
+def test_docs_example_against_wandb_then_a_second_process_on_two_ranks_joins(
+    wandb_double: WandbDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example against W&B (the double), then as a 2-rank script joining its sweep.
+
+    The example (``WBSWEEP_COUNT=1``) registers the sweep and runs one of its two runs;
+    it runs in this process (a plain script run is the local test's, and the joiner is
+    a fresh script run against W&B). A 2-rank ``accelerate launch`` of the example joins
+    by ``entity/project/id`` and runs the other run. One agent per process (rank 1 never
+    talks to W&B), one run per trial with its curves and objective, and every rank of
+    the joiner returns the same ``BestRun``, which covers both processes' runs and holds
+    the sweep's params only.
+    """
+    extra = {"WBSWEEP_BACKEND": "wandb", "HF_SEARCH_N_TRIALS": "2", "WANDB_PROJECT": "hf"}
+    run_example_here(tmp_path, monkeypatch, **extra, WBSWEEP_COUNT="1")
     (sweep,) = wandb_double.sweeps()
     assert sweep["config"]["run_cap"] == 2
     assert sweep["config"]["metric"] == {"name": "objective", "goal": "minimize"}
-    assert len(wandb_double.agents()) == 1  # rank 0 alone talks to W&B
-    runs = wandb_double.runs()  # and only rank 0 made runs: one per trial
+    (mine,) = wandb_double.runs(sweep["id"])
+    (first,) = bests(tmp_path)
+    assert first["run_id"] == mine["id"]
+
+    path = f"{wandb_double.entity}/hf/{sweep['id']}"
+    monkeypatch.delenv("WBSWEEP_COUNT")
+    joiner = {**extra, "WBSWEEP_SWEEP_ID": path, "ACCELERATE_USE_CPU": "true"}
+    # Without the WANDB_SERVICE this process's wandb left (as child_env): the joiner starts its own.
+    env = {k: v for k, v in example_env(tmp_path).items() if k != "WANDB_SERVICE"}
+    env = wandb_double.child_env({**env, **joiner})
+    run_example(tmp_path, env, *two_ranks())
+    assert len(wandb_double.sweeps()) == 1
+    assert len(wandb_double.agents()) == 2  # one per process: rank 0 alone talks to W&B
+    runs = wandb_double.runs(sweep["id"])  # and only rank 0 made runs: one per trial
     assert len(runs) == 2 and [r["state"] for r in runs] == ["finished"] * 2
+    assert len({r["agent"] for r in runs}) == 2
     for run in runs:
         assert math.isfinite(run["summary"]["objective"])
         assert any("train/loss" in row or "eval/loss" in row for row in run["history"])
     winner = min(runs, key=lambda r: r["summary"]["objective"])
-    rank0, rank1 = bests(tmp_path)
+    _, rank0, rank1 = bests(tmp_path)
     assert rank0 == rank1
-    assert rank0["run_id"] == winner["id"]
+    assert rank0["run_id"] == winner["id"]  # the BestRun covers both processes' runs
     assert rank0["objective"] == pytest.approx(winner["summary"]["objective"])
     assert rank0["hyperparameters"] == {
         k: v for k, v in winner["config"].items() if k in sweep["config"]["parameters"]
     }
-    assert rank0["run_summary"] == f"{wandb_double.entity}/hf/{sweep['id']}"
+    assert rank0["run_summary"] == path
     trained = records(tmp_path)
-    assert len(trained) == 4
-    for run in runs:
-        mine = [t for t in trained if t["output_dir"].endswith(f"run-{run['id']}")]
-        assert sorted(t["rank"] for t in mine) == [0, 1]
-        for line in mine:
-            assert line["learning_rate"] == pytest.approx(
-                run["raw_config"]["learning_rate"]["value"]
-            )
-
-
-@pytest.mark.slow
-def test_docs_example_against_wandb_a_second_process_joins(
-    wandb_double: WandbDouble, tmp_path: Path
-) -> None:
-    extra = {"WBSWEEP_BACKEND": "wandb", "HF_SEARCH_N_TRIALS": "2", "WANDB_PROJECT": "hf"}
-    env = wandb_double.child_env({**example_env(tmp_path), **extra, "WBSWEEP_COUNT": "1"})
-    run_example(tmp_path, env)
-    (sweep,) = wandb_double.sweeps()
-    assert len(wandb_double.runs(sweep["id"])) == 1
-
-    path = f"{wandb_double.entity}/hf/{sweep['id']}"
-    env = wandb_double.child_env({**example_env(tmp_path), **extra, "WBSWEEP_SWEEP_ID": path})
-    run_example(tmp_path, env)
-    assert len(wandb_double.sweeps()) == 1
-    runs = wandb_double.runs(sweep["id"])
-    assert [r["state"] for r in runs] == ["finished"] * 2
-    assert len({r["agent"] for r in runs}) == 2  # one agent per process
-    _, joiner = bests(tmp_path)
-    winner = min(runs, key=lambda r: r["summary"]["objective"])
-    assert joiner["run_id"] == winner["id"]  # the BestRun covers both processes' runs
-    assert joiner["objective"] == pytest.approx(winner["summary"]["objective"])
+    assert len(trained) == 1 + 2
+    (joined,) = [r for r in runs if r["id"] != mine["id"]]
+    lines = [t for t in trained if t["output_dir"].endswith(f"run-{joined['id']}")]
+    assert sorted(t["rank"] for t in lines) == [0, 1]
+    for line in lines:
+        assert line["world_size"] == 2
+        assert line["learning_rate"] == pytest.approx(
+            joined["raw_config"]["learning_rate"]["value"]
+        )
 
 
 def test_hyperband_stops_a_bad_trial_in_process(tmp_path: Path) -> None:
