@@ -29,6 +29,16 @@ from wandb_double import WandbDouble
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def one_thread_per_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One torch thread per rank (``OMP_NUM_THREADS=1``, which the agent and accelerate pass on).
+
+    An idle OpenMP thread spin-waits: on a shared test machine a rank's extra threads burn
+    CPU for nothing. How many threads a rank runs is not what these tests check.
+    """
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 def test_a_sigkilled_wandb_agent_leaves_no_launcher_or_rank_then_a_server_stop_ends_the_rerun(
     wandb_double: WandbDouble, tmp_path: Path
 ) -> None:
