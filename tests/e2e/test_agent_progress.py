@@ -16,14 +16,41 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TEST_SWEEPS, WBSWEEP, create, start_in_terminal, status, wbsweep
+from helpers import (
+    TEST_SWEEPS,
+    WBSWEEP,
+    invoke,
+    invoke_create,
+    invoke_status,
+    start_in_terminal,
+    wbsweep,
+)
 from wandb_double import WandbDouble
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(autouse=True)
+def one_thread_per_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One torch thread per rank (``OMP_NUM_THREADS=1``, which the agent and accelerate pass on).
+
+    An idle OpenMP thread spin-waits: on a shared test machine a rank's extra threads burn
+    CPU for nothing. How many threads a rank runs is not what these tests check.
+    """
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 _ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: ``tests/sweeps/grid12.py`` shrunk to two points (read at ``create``).
 _TWO_POINTS = {"WBSWEEP_TEST_GRID_LRS": "1e-4", "WBSWEEP_TEST_GRID_BATCHES": "8,16"}
+
+
+def _two_point_sweep() -> str:
+    """A local sweep of ``grid12.py`` shrunk to two points, created in this process (what
+    these tests watch is the agent's console script, not ``create``'s)."""
+    made = invoke("create", str(TEST_SWEEPS / "grid12.py"), "--json", **_TWO_POINTS)
+    assert made.exit_code == 0, made.stderr
+    return str(json.loads(made.stdout)["sweep_id"])
 
 
 def _in_a_terminal(argv: list[str], timeout: float) -> tuple[int, str]:
@@ -60,11 +87,11 @@ def test_agent_draws_live_progress_in_a_terminal(
     record.mkdir()
     monkeypatch.setenv("WBSWEEP_TEST_RECORD_DIR", str(record))
     monkeypatch.setenv("WBSWEEP_TEST_SLEEP", "0.2")
-    sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "2")
+    sweep_id = invoke_create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "2")
     code, screen = _in_a_terminal([WBSWEEP, "agent", sweep_id], timeout=400)
     text = _ESCAPE.sub("", screen)
     assert code == 0, text[-3000:]
-    runs = status(sweep_id)["runs"]
+    runs = invoke_status(sweep_id)["runs"]
     assert [r["state"] for r in runs] == ["finished", "finished"]
     assert "\x1b[1A" in screen  # redrawn in place (cursor up), not line after line
     worker = runs[0]["worker"]
@@ -90,12 +117,10 @@ def test_agent_draws_live_progress_in_a_terminal(
 def test_agent_logs_plain_lines_when_stdout_is_not_a_terminal(tmp_path: Path) -> None:
     record = tmp_path / "records"
     record.mkdir()
-    made = wbsweep("create", str(TEST_SWEEPS / "grid12.py"), "--json", **_TWO_POINTS)
-    assert made.returncode == 0, made.stderr
-    sweep_id = json.loads(made.stdout)["sweep_id"]
+    sweep_id = _two_point_sweep()
     result = wbsweep("agent", sweep_id, WBSWEEP_TEST_RECORD_DIR=str(record), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    runs = status(sweep_id)["runs"]
+    runs = invoke_status(sweep_id)["runs"]
     for run in runs:
         assert re.search(rf"\] run {run['id']} started: ", result.stdout)
         assert re.search(rf"\] run {run['id']} finished: ", result.stdout)
@@ -136,16 +161,14 @@ def test_on_wandb_the_display_stands_in_for_the_agents_output(
 def test_no_progress_in_a_terminal_logs_plain_lines(tmp_path: Path) -> None:
     record = tmp_path / "records"
     record.mkdir()
-    made = wbsweep("create", str(TEST_SWEEPS / "grid12.py"), "--json", **_TWO_POINTS)
-    assert made.returncode == 0, made.stderr
-    sweep_id = json.loads(made.stdout)["sweep_id"]
+    sweep_id = _two_point_sweep()
     os.environ["WBSWEEP_TEST_RECORD_DIR"] = str(record)  # the trials write here
     try:
         code, screen = _in_a_terminal([WBSWEEP, "agent", sweep_id, "--no-progress"], timeout=300)
     finally:
         del os.environ["WBSWEEP_TEST_RECORD_DIR"]
     assert code == 0, screen
-    for run in status(sweep_id)["runs"]:
+    for run in invoke_status(sweep_id)["runs"]:
         assert f"run {run['id']} started: " in screen and f"run {run['id']} finished: " in screen
     assert "\x1b[1A" not in screen and "━" not in screen
 
@@ -153,15 +176,13 @@ def test_no_progress_in_a_terminal_logs_plain_lines(tmp_path: Path) -> None:
 def test_a_worker_that_gives_up_says_why_on_the_terminal(tmp_path: Path) -> None:
     record = tmp_path / "records"
     record.mkdir()
-    made = wbsweep("create", str(TEST_SWEEPS / "grid12.py"), "--json", **_TWO_POINTS)
-    assert made.returncode == 0, made.stderr
-    sweep_id = json.loads(made.stdout)["sweep_id"]
+    sweep_id = _two_point_sweep()
     result = wbsweep(
         "agent", sweep_id, "--progress", "--max-consecutive-failures", "1",
         WBSWEEP_TEST_RECORD_DIR=str(record), WBSWEEP_TEST_FAIL_BATCH="8", timeout=300,
     )  # fmt: skip
     assert result.returncode == 9, result.stdout + result.stderr
-    (run,) = status(sweep_id)["runs"]
+    (run,) = invoke_status(sweep_id)["runs"]
     assert run["state"] == "failed"
     out = result.stdout
     # the display's last frame, then the worker's own last word, from its log

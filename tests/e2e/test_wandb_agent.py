@@ -119,9 +119,11 @@ def test_wandb_sweep_registers_and_state_changes(wandb_double: WandbDouble) -> N
 # ------------------------------------------------------------------ real wandb agent process
 
 
-def test_agent_runs_trials_and_api_reads_them(
+def test_agent_runs_trials_and_api_reads_them_then_exits_when_nothing_is_left(
     wandb_double: WandbDouble, train: Path, tmp_path: Path
 ) -> None:
+    """``--count 2`` runs 2 of a 3-point grid and ``wandb.Api()`` reads them; then an agent
+    with no ``--count`` runs until the double answers ``exit`` (grid done), its run failed."""
     sweep_id = wandb.sweep(sweep_config([1, 2, 3]), project=PROJECT, entity=ENTITY)
     finish(agent(wandb_double, sweep_id, "--count", "2", tmp_path=tmp_path))
 
@@ -171,6 +173,16 @@ def test_agent_runs_trials_and_api_reads_them(
     assert wandb_double.unknown == [] and wandb_double.errors == []
     assert wandb_double.api_keys_seen == {wandb_double.api_key}
 
+    # No `--count`: the agent runs the grid's last point, which fails, and leaves.
+    finish(agent(wandb_double, sweep_id, tmp_path=tmp_path, TRAIN_FAIL_AT="3"))
+    runs = wandb_double.runs(sweep_id)
+    assert [(r["config"]["x"], r["state"], r["exitcode"]) for r in runs] == [
+        (1, "finished", 0),
+        (2, "finished", 0),
+        (3, "failed", 3),
+    ]
+    assert wandb_double.sweep(sweep_id)["state"] == "FINISHED"
+
 
 def test_stop_run_sigterms_the_child_and_the_run_is_killed(
     wandb_double: WandbDouble, train: Path, tmp_path: Path
@@ -205,21 +217,6 @@ def test_stop_run_sigterms_the_child_and_the_run_is_killed(
     stops = [c for _, c in wandb_double.commands if c["type"] == "stop"]
     assert stops and all(c == {"type": "stop", "run_id": run["id"]} for c in stops)
     assert wandb_double.errors == []
-
-
-@pytest.mark.slow
-def test_exit_when_nothing_is_left_and_failed_runs(
-    wandb_double: WandbDouble, train: Path, tmp_path: Path
-) -> None:
-    """No ``--count``: the agent runs until the double answers ``exit`` (grid done)."""
-    sweep_id = wandb.sweep(sweep_config([1, 2]), project=PROJECT, entity=ENTITY)
-    finish(agent(wandb_double, sweep_id, tmp_path=tmp_path, TRAIN_FAIL_AT="2"))
-    runs = wandb_double.runs(sweep_id)
-    assert [(r["config"]["x"], r["state"], r["exitcode"]) for r in runs] == [
-        (1, "finished", 0),
-        (2, "failed", 3),
-    ]
-    assert wandb_double.sweep(sweep_id)["state"] == "FINISHED"
 
 
 @pytest.mark.slow

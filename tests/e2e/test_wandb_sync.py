@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SWEEPS, create, status, sweep_with_results, wbsweep
+from helpers import SWEEPS, invoke_create, invoke_status, sweep_with_results, wbsweep
 from wandb_double import WandbDouble
 
 from wbsweep.backends.local import LocalBackend
@@ -22,12 +22,23 @@ from wbsweep.backends.local import LocalBackend
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def one_thread_per_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One torch thread per rank (``OMP_NUM_THREADS=1``, which the agent and accelerate pass on).
+
+    An idle OpenMP thread spin-waits: on a shared test machine a rank's extra threads burn
+    CPU for nothing. How many threads a rank runs is not what these tests check.
+    """
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 def test_a_local_sweep_syncs_into_one_wandb_sweep_once(
     wandb_double: WandbDouble, tmp_path: Path
 ) -> None:
     # The trials run offline, as on a machine with no W&B login.
     offline = {"WANDB_MODE": "offline"}
-    sweep_id = create(
+    # Created in this process: what is checked is what the agent's trials and `sync` do.
+    sweep_id = invoke_create(
         SWEEPS / "tiny.py", "--backend", "local", "--n-trials", "2", "--name", "tiny-sync"
     )
     # One trial, then a sync while the sweep still runs: its W&B sweep is paused.
@@ -44,7 +55,7 @@ def test_a_local_sweep_syncs_into_one_wandb_sweep_once(
     # The second trial, then a sync: it joins the same W&B sweep, which is finished now.
     result = wbsweep("agent", sweep_id, timeout=600, **offline)
     assert result.returncode == 0, result.stdout + result.stderr
-    local = status(sweep_id)
+    local = invoke_status(sweep_id)
     runs = {run["id"]: run for run in local["runs"]}
     assert [run["state"] for run in runs.values()] == ["finished", "finished"]
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2
