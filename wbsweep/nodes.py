@@ -167,7 +167,9 @@ def watch_peers(group: NodeGroup, number: int, poll: float = 1.0) -> None:
     """In each rank: leave when another node ended trial ``number`` with an error or went silent.
 
     Local rank 0 of each node beats for its node. A rank leaves with exit 1
-    after a short grace, so that an error of torch's own is said first.
+    after a short grace, so that an error of torch's own is said first; its
+    error line names the first failing node's own error when that node said
+    one (:func:`record_end`), as :func:`first_failure` does.
     """
     store = group.store()
     beats = os.environ.get("LOCAL_RANK", "0") in ("", "0")
@@ -192,8 +194,9 @@ def watch_peers(group: NodeGroup, number: int, poll: float = 1.0) -> None:
                 if (end is not None and end not in _TOGETHER) or silent:
                     why = f"ended its part (exit {end})" if end else "went silent"
                     time.sleep(5.0)
+                    cause = _first_cause(group, store, number) or f"node {node} {why}"
                     print(
-                        f"wbsweep.trial: error: node {node} {why}: trial {number} ends here too",
+                        f"wbsweep.trial: error: {cause}: trial {number} ends here too",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -201,6 +204,18 @@ def watch_peers(group: NodeGroup, number: int, poll: float = 1.0) -> None:
             time.sleep(poll)
 
     threading.Thread(target=watch, name="wbsweep-watch-nodes", daemon=True).start()
+
+
+def _first_cause(group: NodeGroup, store: Any, number: int) -> str | None:
+    """``node N: why`` for the other node that failed trial ``number`` first, if it said."""
+    try:
+        first = get_key(store, f"trial/{number}/first")
+    except RuntimeError:
+        return None
+    if first is None:
+        return None
+    node, reason = json.loads(first)
+    return None if node == group.rank else f"node {node}: {reason}"
 
 
 def record_end(group: NodeGroup, number: int, code: int, reason: str | None = None) -> bool:

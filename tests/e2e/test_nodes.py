@@ -24,6 +24,17 @@ pytestmark = pytest.mark.slow
 SWEEP_FILE = "tests/sweeps/record_ranks.py"
 
 
+@pytest.fixture(autouse=True)
+def one_thread_per_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each rank trains with one torch thread (how many is not what these tests are about).
+
+    On a CPU node the agent, or torch itself, gives a lone rank every core; on a small
+    machine running other tests too, the extra threads mostly spin and triple a trial's
+    CPU time.
+    """
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 def clone(root: Path, name: str) -> Path:
     """A copy of what the test sweep file needs, as a node's clone of the repository."""
     node = root / name

@@ -64,16 +64,22 @@ def browser() -> Iterator[Any]:
         driver.quit()
 
 
-@pytest.fixture
-def report(tmp_path: Path) -> tuple[Path, Path, list[dict[str, Any]]]:
-    """The real ``wbsweep report --png`` of a sweep of ``RUNS`` finished runs."""
-    store = tmp_path / "store.db"
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """The real ``wbsweep report --png`` of a sweep of ``RUNS`` finished runs.
+
+    Made once for the module: both tests read the same report (the page, and the images).
+    """
+    root = tmp_path_factory.mktemp("report")
+    store = root / "store.db"
     sweep_id, made = local_report_sweep(store, RUNS)
-    page, images = tmp_path / "out" / "report.html", tmp_path / "out" / "png"
+    page, images = root / "out" / "report.html", root / "out" / "png"
     page.parent.mkdir()
-    result = wbsweep(
-        "report", sweep_id, "--store", str(store), "-o", str(page), "--png", str(images)
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # as every test runs: in a directory of its own
+        result = wbsweep(
+            "report", sweep_id, "--store", str(store), "-o", str(page), "--png", str(images)
+        )
     assert result.returncode == 0, result.stderr
     assert f"Wrote {page} ({RUNS} runs, {RUNS} with an objective)." in result.stdout
     return page, images, made

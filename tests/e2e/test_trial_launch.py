@@ -6,6 +6,7 @@ The trial's pure parts are in ``tests/unit/test_trial.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -14,16 +15,19 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import REPO
 
+from wbsweep import procs
 from wbsweep.agent import free_port
 from wbsweep.errors import EXIT_TERMINATED
 from wbsweep.lifecycle import run_trial
 from wbsweep.sweepfile import load_sweep_file
+from wbsweep.trial import main as trial_main
 
 pytestmark = pytest.mark.slow
 
@@ -86,6 +90,23 @@ def launch_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     )
     (tmp_path / "records").mkdir(exist_ok=True)
     return env
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Train in this process with one torch thread, as every launch here does (OMP_NUM_THREADS=1).
+
+    torch would use every core; on a small machine running other tests too, the extra
+    threads mostly spin. The process's own setting is back afterwards.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def records(tmp_path: Path, event: str) -> list[dict[str, Any]]:
@@ -185,13 +206,14 @@ def test_run_trial_runs_again_in_the_same_process(
         def record_progress(self, run_id: str, progress: dict[str, Any]) -> None:
             steps.append((run_id, progress["step"], progress["total"]))
 
-    results = [
-        run_trial(
-            sweep, {**PARAMS, "learning_rate": lr}, run_id=run_id, metric="loss",
-            goal="minimize", reporter=Recorder(),
-        )
-        for run_id, lr in [("first", 0.003), ("second", 0.0001)]
-    ]  # fmt: skip
+    with one_torch_thread():
+        results = [
+            run_trial(
+                sweep, {**PARAMS, "learning_rate": lr}, run_id=run_id, metric="loss",
+                goal="minimize", reporter=Recorder(),
+            )
+            for run_id, lr in [("first", 0.003), ("second", 0.0001)]
+        ]  # fmt: skip
 
     assert [r.run_id for r in results] == ["first", "second"]
     assert all(
@@ -218,11 +240,12 @@ def test_run_trial_runs_again_in_the_same_process(
 
 
 @pytest.mark.slow
-def test_model_init_failure_is_one_line_without_traceback(tmp_path: Path) -> None:
+def test_model_init_failure_is_one_line_without_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "params.json").write_text(json.dumps(PARAMS))
-    env = launch_env(
-        tmp_path, WANDB_RUN_ID="fails1", WBSWEEP_TEST_FAIL_IF="hidden_dropout_prob=0.05"
-    )
+    failing = {"WANDB_RUN_ID": "fails1", "WBSWEEP_TEST_FAIL_IF": "hidden_dropout_prob=0.05"}
+    env = launch_env(tmp_path, **failing)
     argv = [sys.executable, "-m", "wbsweep.trial", str(RECORD_RANKS), "params.json"]
 
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
@@ -237,10 +260,22 @@ def test_model_init_failure_is_one_line_without_traceback(tmp_path: Path) -> Non
     ]
     assert "Traceback" not in result.stderr
 
-    debug = subprocess.run(
-        argv, env={**env, "WBSWEEP_DEBUG": "1"}, capture_output=True, text=True, timeout=300
-    )
-    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+    # WBSWEEP_DEBUG=1: the same failure with its traceback. Here the trial's entry point
+    # runs in this process (a second process would import torch and Transformers again
+    # for it); its SIGTERM handler and parent-death signal are undone afterwards.
+    for name, value in {**failing, "WANDB_RUN_ID": "fails2", "WBSWEEP_DEBUG": "1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WBSWEEP_TEST_RECORD_DIR", str(tmp_path / "records"))
+    capsys.readouterr()
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        code = trial_main([str(RECORD_RANKS), "params.json"])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        procs.die_with_parent(0)  # 0: no signal when this process's parent ends
+    debug = capsys.readouterr().err
+    assert code == 1 and "Traceback (most recent call last)" in debug
+    assert errors[0] in debug.splitlines()
 
 
 @pytest.mark.slow
