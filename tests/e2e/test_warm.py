@@ -3,7 +3,9 @@
 Real ``accelerate launch`` groups of 2 gloo ranks on CPU, real Trainer trials,
 the local store: what a user sees is the same sweep as cold mode, in less time,
 and the same behaviour when a trial fails, a rank dies, the node is preempted or
-the sweep is canceled. (A preempted warm trial, its checkpoint and its resumed rerun:
+the sweep is canceled: one scenario walks a warm worker through a killed rank, a failed
+trial and a cancel, comparing a trial with a cold launch of it; another runs on W&B.
+(A preempted warm trial, its checkpoint and its resumed rerun:
 ``test_preemption.py``, whose agent runs warm, the default.) Sweeps are created and
 read back in this process (the same CLI: ``invoke_create``, ``invoke_status``); the
 agents run as the console script.
@@ -46,57 +48,6 @@ def _pids(records: list[dict], event: str) -> set[int]:
     return {r["pid"] for r in records if r["event"] == event}
 
 
-def test_a_warm_worker_runs_every_trial_in_one_group_with_the_cold_results(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A warm group's later trial gives what a fresh cold launch of the same params gives.
-
-    The warm worker runs two trials (0.001, then 0.003) in one 2-rank group; a cold
-    sweep runs the second one's params in a launch of its own, to compare with.
-    """
-    cold_dir, warm_dir = tmp_path / "cold", tmp_path / "warm"
-    cold_dir.mkdir()
-    warm_dir.mkdir()
-    args = ("--processes-per-trial", "2")
-    monkeypatch.setenv("WBSWEEP_TEST_GRID_LRS", "0.003")
-    cold = invoke_create(TEST_SWEEPS / "warm_grid.py", *args)
-    monkeypatch.setenv("WBSWEEP_TEST_GRID_LRS", "0.001,0.003")
-    warm = invoke_create(TEST_SWEEPS / "warm_grid.py", *args)
-    _agent(cold, cold_dir, "--cold")
-    out = _agent(warm, warm_dir)  # warm is the default
-    assert "warm: one process group of 2 rank(s)" in out
-
-    cold_runs, warm_runs = invoke_status(cold)["runs"], invoke_status(warm)["runs"]
-    assert [r["state"] for r in warm_runs] == ["finished"] * 2, out
-    assert [r["params"]["learning_rate"] for r in warm_runs] == [0.001, 0.003]
-    # The same trial gives the same objective: the warm group's second trial starts from
-    # a fresh model, fresh Trainer and the same seed, as a new process would.
-    (cold_run,) = cold_runs
-    assert warm_runs[1]["params"] == cold_run["params"]
-    assert warm_runs[1]["objective"] == pytest.approx(cold_run["objective"])
-    assert warm_runs[0]["objective"] != pytest.approx(cold_run["objective"])  # params matter
-    for run in warm_runs:
-        assert run["ran_as"] == {"ranks": 2, "mixed_precision": "no", "override": False,
-                                 "warm": True}  # fmt: skip
-        log = Path(os.environ["WBSWEEP_STORE"]).parent / f"sweep-{warm}" / f"run-{run['id']}.log"
-        assert log.is_file()
-
-    records = rank_records(warm_dir)
-    # One process per rank for the whole sweep; cold mode has one per rank per trial.
-    assert len(_pids(records, "train_begin")) == 2
-    assert len(_pids(rank_records(cold_dir), "train_begin")) == 2
-    # The datasets were built once per rank; the model once per rank per trial.
-    assert len([r for r in records if r["event"] == "datasets"]) == 2
-    inits = [r for r in records if r["event"] == "model_init"]
-    for run in warm_runs:
-        assert sum(1 for i in inits if i["params"] == run["params"]) == 2
-    # Each trial has its own W&B run (offline here), under the trial's run id.
-    offline = list(Path(os.environ["WANDB_DIR"], "wandb").glob("offline-run-*"))
-    ids = {path.name.rsplit("-", 1)[-1] for path in offline}
-    assert ids == {r["id"] for r in warm_runs + cold_runs}
-    assert processes_mentioning(str(warm_dir)) == []
-
-
 def _trains_after_init(record: Path, learning_rate: float) -> bool:
     """Whether a rank took a step after its ``model_init`` for ``learning_rate``."""
     for path in record.glob("rank*.jsonl"):
@@ -108,34 +59,55 @@ def _trains_after_init(record: Path, learning_rate: float) -> bool:
     return False
 
 
-def test_a_failing_trial_keeps_the_group_a_killed_rank_restarts_it_and_cancel_stops_it(
+def test_a_warm_worker_gives_the_cold_results_through_a_killed_rank_a_failure_and_a_cancel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One warm worker through what can end a trial: a killed rank, a failure, a cancel.
+    """One warm worker (the default) through what can end a trial, and still the cold results.
 
-    The grid's trials in order: 0.001 loses rank 1 to SIGKILL at its first step (the
-    group is started again and the params run again), 0.002 fails in ``model_init``
-    (the group goes on), 0.003 is training when the sweep is canceled (it stops, and
-    0.004 never starts).
+    The warm grid's trials, in order, in 2-rank groups:
+
+    * 0.001 loses rank 1 to SIGKILL at its first step: crashed, with why; the group is
+      started again and the params run again;
+    * 0.002 fails in ``model_init``: failed on its own, the group goes on;
+    * 0.003 finishes with the objective a cold launch of its own gives it (a cold sweep
+      runs 0.003 to compare with): a warm trial starts from a fresh model, fresh Trainer
+      and the same seed, as a new process would, whatever ran before it in the group;
+    * 0.004 is training when the sweep is canceled: stopped; 0.005 never starts.
     """
-    record = tmp_path / "records"
+    cold_dir, record, fast = tmp_path / "cold", tmp_path / "records", tmp_path / "fast"
+    cold_dir.mkdir()
     record.mkdir()
-    monkeypatch.setenv("WBSWEEP_TEST_GRID_LRS", "0.001,0.002,0.003,0.004")
-    sweep_id = invoke_create(TEST_SWEEPS / "warm_grid.py", "--processes-per-trial", "2")
-    agent = start_agent(
-        sweep_id, record, "--warm",
+    args = ("--processes-per-trial", "2")
+    monkeypatch.setenv("WBSWEEP_TEST_GRID_LRS", "0.003")
+    cold = invoke_create(TEST_SWEEPS / "warm_grid.py", *args)
+    monkeypatch.setenv("WBSWEEP_TEST_GRID_LRS", "0.001,0.002,0.003,0.004,0.005")
+    sweep_id = invoke_create(TEST_SWEEPS / "warm_grid.py", *args)
+    _agent(cold, cold_dir, "--cold")
+
+    fast.touch()  # steps do not sleep until 0.003 starts; then they do, so the cancel
+    agent = start_agent(  # comes while 0.004 trains
+        sweep_id, record,
         WBSWEEP_TEST_FAIL_IF="learning_rate=0.002",
         WBSWEEP_TEST_KILL_ONCE=str(tmp_path / "killed"),
-        WBSWEEP_TEST_SLEEP="0.3",  # so the cancel comes while 0.003 trains
+        WBSWEEP_TEST_SLEEP="0.3", WBSWEEP_TEST_SLEEP_UNLESS=str(fast),
     )  # fmt: skip
     try:
-        wait_for(lambda: _trains_after_init(record, 0.003), 480, "trial 0.003 to train")
+        inits = lambda: [r for r in rank_records(record) if r["event"] == "model_init"]  # noqa: E731
+        wait_for(
+            lambda: any(i["params"]["learning_rate"] == 0.003 for i in inits()),
+            480,
+            "trial 0.003 to start",
+        )
+        fast.unlink()
+        wait_for(lambda: _trains_after_init(record, 0.004), 300, "trial 0.004 to train")
         assert invoke("cancel", sweep_id).exit_code == 0
         out, _ = agent.communicate(timeout=60)
     finally:
         if agent.poll() is None:
             agent.kill()
     assert agent.returncode == 0, out
+    assert "warm: one process group of 2 rank(s)" in out
+    assert "the warm group is started again" in out
     runs = invoke_status(sweep_id)["runs"]
     by_lr: dict[float, list[dict]] = {}
     for run in runs:
@@ -150,18 +122,47 @@ def test_a_failing_trial_keeps_the_group_a_killed_rank_restarts_it_and_cancel_st
     (failed,) = by_lr[0.002]
     assert failed["state"] == "failed"
     assert "model_init refuses learning_rate=0.002" in failed["reason"]
+    # The same trial gives the same objective, warm (after a failure) or cold.
+    (cold_run,) = invoke_status(cold)["runs"]
+    (finished,) = by_lr[0.003]
+    assert finished["state"] == "finished"
+    assert finished["params"] == cold_run["params"]
+    assert finished["objective"] == pytest.approx(cold_run["objective"])
+    assert rerun["objective"] != pytest.approx(cold_run["objective"])  # the params matter
     # Canceling the sweep stopped the running warm trial, and no other trial started.
-    (canceled,) = by_lr[0.003]
+    (canceled,) = by_lr[0.004]
     assert canceled["state"] == "stopped"
-    assert 0.004 not in by_lr and len(runs) == 4
+    assert 0.005 not in by_lr and len(runs) == 5
     assert invoke_status(sweep_id)["state"] == "CANCELED"
-    assert "the warm group is started again" in out
-    inits = [r for r in rank_records(record) if r["event"] == "model_init"]
-    # Two groups in all: the first lost a rank; the second ran the rest, the failure too.
-    assert len({r["pid"] for r in inits}) == 4
-    after = {r["pid"] for r in inits if r["params"]["learning_rate"] in (0.002, 0.003)}
+    logs = Path(os.environ["WBSWEEP_STORE"]).parent / f"sweep-{sweep_id}"
+    for run in (rerun, finished, canceled):
+        assert run["ran_as"] == {"ranks": 2, "mixed_precision": "no", "override": False,
+                                 "warm": True}  # fmt: skip
+        assert (logs / f"run-{run['id']}.log").is_file()
+
+    records = rank_records(record)
+    # Two groups in all: the first lost a rank; the second ran the rest, the failure too,
+    # with one process per rank for all its trials (cold: one per rank per trial).
+    assert len(_pids(records, "model_init")) == 4
+    after = {r["pid"] for r in inits() if r["params"]["learning_rate"] in (0.002, 0.003, 0.004)}
     assert len(after) == 2
+    second = [f"run-{run['id']}" for run in (rerun, finished, canceled)]
+    begins = [r for r in records if r["event"] == "train_begin"]
+    assert {b["pid"] for b in begins if b["output_dir"].endswith(tuple(second))} == after
+    assert len(_pids(rank_records(cold_dir), "train_begin")) == 2
+    # The datasets were built once per rank of each group; the model once per rank per trial.
+    assert len([r for r in records if r["event"] == "datasets"]) == 4
+    for run in runs:
+        assert (
+            sum(1 for i in inits() if i["params"] == run["params"])
+            == len(by_lr[run["params"]["learning_rate"]]) * 2
+        )
+    # Each trial has its own W&B run (offline here), under the trial's run id.
+    offline = list(Path(os.environ["WANDB_DIR"], "wandb").glob("offline-run-*"))
+    ids = {path.name.rsplit("-", 1)[-1] for path in offline}
+    assert ids == {r["id"] for r in runs} | {cold_run["id"]}
     wait_for(lambda: not processes_mentioning(str(record)), 30, "every process to end")
+    assert processes_mentioning(str(cold_dir)) == []
 
 
 def test_a_warm_worker_on_wandb_runs_each_trial_in_its_own_run_in_one_group(
