@@ -72,7 +72,11 @@ def test_two_rank_trials_train_alike_best_picks_the_best_and_ctrl_c_stops_a_tria
         wait_for(lambda: len(inits()) >= 3, 300, "the second trial to start")
         fast.unlink()  # so the third trial is still training when Ctrl-C comes
         wait_for(lambda: _trial_is_training(record, 3, ranks=2), 300, "the third trial to train")
-        assert invoke_status(sweep_id)["runs"][2]["started_at"]
+        wait_for(
+            lambda: invoke_status(sweep_id)["runs"][2]["started_at"],
+            30,
+            "the third run's record of its first training step",
+        )
         agent.send_signal(signal.SIGINT)
         out, _ = agent.communicate(timeout=90)
         wait_for(lambda: not processes_mentioning(str(record)), 60, "every process to end")
