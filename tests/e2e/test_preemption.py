@@ -2,7 +2,9 @@
 
 A real 2-rank trial gets SIGTERM through ``wbsweep agent`` (as SLURM or Kubernetes send it to the
 node's job); both ranks save one checkpoint at the same step and leave, the run is ``preempted``,
-and the next agent resumes that run, under the same id, from that step.
+and the next agent resumes that run, under the same id, from that step. The trials run in a
+warm group (the default), so this is also what a preempted warm trial does; SIGTERM to the agent
+leaves no rank running (what ``test_sweep_e2e`` checks for SIGKILL and Ctrl-C).
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import psutil
 import pytest
 from helpers import (
     TEST_SWEEPS,
-    create,
+    invoke_create,
+    invoke_status,
     processes_mentioning,
     rank_records,
     start_agent,
-    status,
     wait_for,
     wbsweep,
 )
@@ -31,7 +33,7 @@ pytestmark = pytest.mark.slow
 def test_a_preempted_trial_checkpoints_and_its_rerun_resumes_from_there(tmp_path: Path) -> None:
     record = tmp_path / "records"
     record.mkdir()
-    sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "1")
+    sweep_id = invoke_create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "1")
     agent = start_agent(sweep_id, record, "--processes-per-trial", "2", WBSWEEP_TEST_SLEEP="0.3")
     try:
         wait_for(
@@ -39,6 +41,8 @@ def test_a_preempted_trial_checkpoints_and_its_rerun_resumes_from_there(tmp_path
             120,
             "a few training steps",
         )
+        # Both ranks are training when the notice comes.
+        assert len({r["pid"] for r in rank_records(record) if r["event"] == "step"}) == 2
         agent.send_signal(signal.SIGTERM)
         out, _ = agent.communicate(timeout=90)
     finally:
@@ -50,7 +54,7 @@ def test_a_preempted_trial_checkpoints_and_its_rerun_resumes_from_there(tmp_path
     begins = [r for r in rank_records(record) if r["event"] == "train_begin"]
     assert [r["torch_threads"] for r in begins] == [max(1, cores // 2)] * 2
     wait_for(lambda: not processes_mentioning(str(record)), 60, "every process to end")
-    (run,) = status(sweep_id)["runs"]
+    (run,) = invoke_status(sweep_id)["runs"]
     assert run["state"] == "preempted", run
     run_dir = tmp_path / "outputs" / "record_ranks" / f"run-{run['id']}"
     (checkpoint,) = run_dir.glob("checkpoint-*")
@@ -63,11 +67,11 @@ def test_a_preempted_trial_checkpoints_and_its_rerun_resumes_from_there(tmp_path
         WBSWEEP_TEST_RECORD_DIR=str(record), WBSWEEP_TEST_SLEEP="0.01", timeout=300,
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
-    (done,) = status(sweep_id)["runs"]
+    (done,) = invoke_status(sweep_id)["runs"]
     assert (done["id"], done["state"]) == (run["id"], "finished")
     assert done["objective"] is not None
     resumed = [r for r in rank_records(record) if r["pid"] not in first_pids]
     steps = [r["step"] for r in resumed if r["event"] == "step"]
     assert sorted({r["rank"] for r in resumed if r["event"] == "step"}) == [0, 1]
     assert min(steps) == saved + 1  # global_step goes on from the checkpoint, on both ranks
-    assert status(sweep_id)["state"] == "FINISHED"
+    assert invoke_status(sweep_id)["state"] == "FINISHED"

@@ -2,6 +2,10 @@
 
 Slow: each test trains the model, through the ``wbsweep`` console script.
 ``wbsweep best --args`` and retrain's errors are in ``tests/unit/test_retrain.py``.
+
+The retrain runs on one torch thread (``OMP_NUM_THREADS=1``, as a user may set it):
+what is checked is what it saves, and on a small shared machine more threads
+of a tiny model only spin.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ def test_retrain_saves_a_model_with_the_best_hyperparameters(tmp_path: Path, ful
     best = runs[1]
     out = tmp_path / "final"
     args = ["retrain", sweep_id, "--output-dir", str(out)] + (["--full"] if full else [])
-    result = wbsweep(*args, timeout=300)
+    result = wbsweep(*args, timeout=300, OMP_NUM_THREADS="1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert str(out) in result.stdout
 

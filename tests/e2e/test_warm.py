@@ -3,7 +3,12 @@
 Real ``accelerate launch`` groups of 2 gloo ranks on CPU, real Trainer trials,
 the local store: what a user sees is the same sweep as cold mode, in less time,
 and the same behaviour when a trial fails, a rank dies, the node is preempted or
-the sweep is canceled.
+the sweep is canceled: one scenario walks a warm worker through a killed rank, a failed
+trial and a cancel, comparing a trial with a cold launch of it; another runs on W&B.
+(A preempted warm trial, its checkpoint and its resumed rerun:
+``test_preemption.py``, whose agent runs warm, the default.) Sweeps are created and
+read back in this process (the same CLI: ``invoke_create``, ``invoke_status``); the
+agents run as the console script.
 """
 
 from __future__ import annotations
@@ -17,12 +22,12 @@ from pathlib import Path
 import pytest
 from helpers import (
     TEST_SWEEPS,
-    create,
-    preempt_after_steps,
+    invoke,
+    invoke_create,
+    invoke_status,
     processes_mentioning,
     rank_records,
     start_agent,
-    status,
     wait_for,
     wbsweep,
 )
@@ -43,61 +48,68 @@ def _pids(records: list[dict], event: str) -> set[int]:
     return {r["pid"] for r in records if r["event"] == event}
 
 
-def test_a_warm_worker_runs_every_trial_in_one_group_with_the_cold_results(
-    tmp_path: Path,
-) -> None:
-    cold_dir, warm_dir = tmp_path / "cold", tmp_path / "warm"
-    cold_dir.mkdir()
-    warm_dir.mkdir()
-    args = ("--processes-per-trial", "2")
-    cold = create(TEST_SWEEPS / "warm_grid.py", *args)
-    warm = create(TEST_SWEEPS / "warm_grid.py", *args)
-    _agent(cold, cold_dir, "--cold")
-    out = _agent(warm, warm_dir)  # warm is the default
-    assert "warm: one process group of 2 rank(s)" in out
-
-    cold_runs, warm_runs = status(cold)["runs"], status(warm)["runs"]
-    assert [r["state"] for r in warm_runs] == ["finished"] * 2, out
-    # The same trials give the same objectives: each warm trial starts from a fresh
-    # model, fresh Trainer and the same seed, as a new process would.
-    by_params = {r["params"]["learning_rate"]: r["objective"] for r in cold_runs}
-    for run in warm_runs:
-        assert run["objective"] == pytest.approx(by_params[run["params"]["learning_rate"]])
-        assert run["ran_as"] == {"ranks": 2, "mixed_precision": "no", "override": False,
-                                 "warm": True}  # fmt: skip
-        log = Path(os.environ["WBSWEEP_STORE"]).parent / f"sweep-{warm}" / f"run-{run['id']}.log"
-        assert log.is_file()
-
-    records = rank_records(warm_dir)
-    # One process per rank for the whole sweep; cold mode had one per rank per trial.
-    assert len(_pids(records, "train_begin")) == 2
-    assert len(_pids(rank_records(cold_dir), "train_begin")) == 4
-    # The datasets were built once per rank; the model once per rank per trial.
-    assert len([r for r in records if r["event"] == "datasets"]) == 2
-    inits = [r for r in records if r["event"] == "model_init"]
-    for run in warm_runs:
-        assert sum(1 for i in inits if i["params"] == run["params"]) == 2
-    # Each trial has its own W&B run (offline here), under the trial's run id.
-    offline = list(Path(os.environ["WANDB_DIR"], "wandb").glob("offline-run-*"))
-    ids = {path.name.rsplit("-", 1)[-1] for path in offline}
-    assert ids == {r["id"] for r in warm_runs + cold_runs}
-    assert processes_mentioning(str(warm_dir)) == []
+def _trains_after_init(record: Path, learning_rate: float) -> bool:
+    """Whether a rank took a step after its ``model_init`` for ``learning_rate``."""
+    for path in record.glob("rank*.jsonl"):
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        inits = [n for n, r in enumerate(lines) if r["event"] == "model_init"
+                 and r["params"].get("learning_rate") == learning_rate]  # fmt: skip
+        if inits and any(r["event"] == "step" for r in lines[inits[0] + 1 :]):
+            return True
+    return False
 
 
-def test_a_failing_trial_keeps_the_group_and_a_killed_rank_restarts_it(
+def test_a_warm_worker_gives_the_cold_results_through_a_killed_rank_a_failure_and_a_cancel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    record = tmp_path / "records"
+    """One warm worker (the default) through what can end a trial, and still the cold results.
+
+    The warm grid's trials, in order, in 2-rank groups:
+
+    * 0.001 loses rank 1 to SIGKILL at its first step: crashed, with why; the group is
+      started again and the params run again;
+    * 0.002 fails in ``model_init``: failed on its own, the group goes on;
+    * 0.003 finishes with the objective a cold launch of its own gives it (a cold sweep
+      runs 0.003 to compare with): a warm trial starts from a fresh model, fresh Trainer
+      and the same seed, as a new process would, whatever ran before it in the group;
+    * 0.004 is training when the sweep is canceled: stopped; 0.005 never starts.
+    """
+    cold_dir, record, fast = tmp_path / "cold", tmp_path / "records", tmp_path / "fast"
+    cold_dir.mkdir()
     record.mkdir()
-    monkeypatch.setenv("WBSWEEP_TEST_GRID_LRS", "0.001,0.002,0.003")
-    sweep_id = create(TEST_SWEEPS / "warm_grid.py", "--processes-per-trial", "2")
-    out = _agent(
-        sweep_id, record, "--warm",
+    args = ("--processes-per-trial", "2")
+    monkeypatch.setenv("WBSWEEP_TEST_GRID_LRS", "0.003")
+    cold = invoke_create(TEST_SWEEPS / "warm_grid.py", *args)
+    monkeypatch.setenv("WBSWEEP_TEST_GRID_LRS", "0.001,0.002,0.003,0.004,0.005")
+    sweep_id = invoke_create(TEST_SWEEPS / "warm_grid.py", *args)
+    _agent(cold, cold_dir, "--cold")
+
+    fast.touch()  # steps do not sleep until 0.003 starts; then they do, so the cancel
+    agent = start_agent(  # comes while 0.004 trains
+        sweep_id, record,
         WBSWEEP_TEST_FAIL_IF="learning_rate=0.002",
         WBSWEEP_TEST_KILL_ONCE=str(tmp_path / "killed"),
+        WBSWEEP_TEST_SLEEP="0.3", WBSWEEP_TEST_SLEEP_UNLESS=str(fast),
     )  # fmt: skip
-    runs = status(sweep_id)["runs"]
-    by_lr = {}
+    try:
+        inits = lambda: [r for r in rank_records(record) if r["event"] == "model_init"]  # noqa: E731
+        wait_for(
+            lambda: any(i["params"]["learning_rate"] == 0.003 for i in inits()),
+            480,
+            "trial 0.003 to start",
+        )
+        fast.unlink()
+        wait_for(lambda: _trains_after_init(record, 0.004), 300, "trial 0.004 to train")
+        assert invoke("cancel", sweep_id).exit_code == 0
+        out, _ = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == 0, out
+    assert "warm: one process group of 2 rank(s)" in out
+    assert "the warm group is started again" in out
+    runs = invoke_status(sweep_id)["runs"]
+    by_lr: dict[float, list[dict]] = {}
     for run in runs:
         by_lr.setdefault(run["params"]["learning_rate"], []).append(run)
     # The first trial lost rank 1 to SIGKILL: crashed, with why, and its params ran again.
@@ -105,62 +117,52 @@ def test_a_failing_trial_keeps_the_group_and_a_killed_rank_restarts_it(
     assert crashed["state"] == "crashed"
     assert crashed["reason"] == "a rank was killed by SIGKILL"
     assert rerun["state"] == "finished" and rerun["retry_of"] == crashed["id"]
+    assert rerun["params"] == crashed["params"]
     # A trial whose model_init raises fails on its own; the group goes on.
     (failed,) = by_lr[0.002]
     assert failed["state"] == "failed"
     assert "model_init refuses learning_rate=0.002" in failed["reason"]
-    assert by_lr[0.003][0]["state"] == "finished"
-    assert "the warm group is started again" in out
-    inits = [r for r in rank_records(record) if r["event"] == "model_init"]
-    # Two groups in all: the first lost a rank; the second ran the rest, the failure too.
-    assert len({r["pid"] for r in inits}) == 4
-    after = {r["pid"] for r in inits if r["params"]["learning_rate"] in (0.002, 0.003)}
+    # The same trial gives the same objective, warm (after a failure) or cold.
+    (cold_run,) = invoke_status(cold)["runs"]
+    (finished,) = by_lr[0.003]
+    assert finished["state"] == "finished"
+    assert finished["params"] == cold_run["params"]
+    assert finished["objective"] == pytest.approx(cold_run["objective"])
+    assert rerun["objective"] != pytest.approx(cold_run["objective"])  # the params matter
+    # Canceling the sweep stopped the running warm trial, and no other trial started.
+    (canceled,) = by_lr[0.004]
+    assert canceled["state"] == "stopped"
+    assert 0.005 not in by_lr and len(runs) == 5
+    assert invoke_status(sweep_id)["state"] == "CANCELED"
+    logs = Path(os.environ["WBSWEEP_STORE"]).parent / f"sweep-{sweep_id}"
+    for run in (rerun, finished, canceled):
+        assert run["ran_as"] == {"ranks": 2, "mixed_precision": "no", "override": False,
+                                 "warm": True}  # fmt: skip
+        assert (logs / f"run-{run['id']}.log").is_file()
+
+    records = rank_records(record)
+    # Two groups in all: the first lost a rank; the second ran the rest, the failure too,
+    # with one process per rank for all its trials (cold: one per rank per trial).
+    assert len(_pids(records, "model_init")) == 4
+    after = {r["pid"] for r in inits() if r["params"]["learning_rate"] in (0.002, 0.003, 0.004)}
     assert len(after) == 2
-    assert processes_mentioning(str(record)) == []
-
-
-def test_a_preempted_warm_trial_checkpoints_and_resumes(tmp_path: Path) -> None:
-    record = tmp_path / "records"
-    record.mkdir()
-    sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "1",
-                      "--processes-per-trial", "2")  # fmt: skip
-    agent = start_agent(sweep_id, record, "--warm", WBSWEEP_TEST_SLEEP="0.3")
-    preempt_after_steps(agent, lambda: [r.get("step", 0) for r in rank_records(record)])
-    wait_for(lambda: not processes_mentioning(str(record)), 60, "every process to end")
-    (run,) = status(sweep_id)["runs"]
-    assert run["state"] == "preempted", run
-    (checkpoint,) = (tmp_path / "outputs" / "record_ranks" / f"run-{run['id']}").glob(
-        "checkpoint-*"
-    )
-    saved = int(checkpoint.name.split("-")[1])
-    first = {r["pid"] for r in rank_records(record)}
-
-    _agent(sweep_id, record, "--warm", WBSWEEP_TEST_SLEEP="0.01")
-    (done,) = status(sweep_id)["runs"]
-    assert (done["id"], done["state"]) == (run["id"], "finished")
-    steps = [
-        r["step"] for r in rank_records(record) if r["pid"] not in first and r["event"] == "step"
-    ]
-    assert min(steps) == saved + 1
-
-
-def test_canceling_the_sweep_stops_the_warm_trial(tmp_path: Path) -> None:
-    record = tmp_path / "records"
-    record.mkdir()
-    sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "3",
-                      "--processes-per-trial", "2")  # fmt: skip
-    agent = start_agent(sweep_id, record, "--warm", WBSWEEP_TEST_SLEEP="0.3")
-    try:
-        wait_for(lambda: any(r["event"] == "step" for r in rank_records(record)), 120, "a step")
-        assert wbsweep("cancel", sweep_id).returncode == 0
-        out, _ = agent.communicate(timeout=60)
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-    assert agent.returncode == 0, out
-    (run,) = status(sweep_id)["runs"]
-    assert run["state"] == "stopped"
+    second = [f"run-{run['id']}" for run in (rerun, finished, canceled)]
+    begins = [r for r in records if r["event"] == "train_begin"]
+    assert {b["pid"] for b in begins if b["output_dir"].endswith(tuple(second))} == after
+    assert len(_pids(rank_records(cold_dir), "train_begin")) == 2
+    # The datasets were built once per rank of each group; the model once per rank per trial.
+    assert len([r for r in records if r["event"] == "datasets"]) == 4
+    for run in runs:
+        assert (
+            sum(1 for i in inits() if i["params"] == run["params"])
+            == len(by_lr[run["params"]["learning_rate"]]) * 2
+        )
+    # Each trial has its own W&B run (offline here), under the trial's run id.
+    offline = list(Path(os.environ["WANDB_DIR"], "wandb").glob("offline-run-*"))
+    ids = {path.name.rsplit("-", 1)[-1] for path in offline}
+    assert ids == {r["id"] for r in runs} | {cold_run["id"]}
     wait_for(lambda: not processes_mentioning(str(record)), 30, "every process to end")
+    assert processes_mentioning(str(cold_dir)) == []
 
 
 def test_a_warm_worker_on_wandb_runs_each_trial_in_its_own_run_in_one_group(
@@ -169,11 +171,11 @@ def test_a_warm_worker_on_wandb_runs_each_trial_in_its_own_run_in_one_group(
     record = tmp_path / "records"
     record.mkdir()
     monkeypatch.setenv("WBSWEEP_TEST_GRID_LRS", "0.001,0.002,0.003")
-    result = wbsweep(
+    result = invoke(
         "create", str(TEST_SWEEPS / "warm_grid.py"), "--backend", "wandb", "--project", "proj",
         "--processes-per-trial", "2", "--json",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     path = json.loads(result.stdout)["sweep_id"]
     wandb_double.complete_delay = 3.0  # each run's last upload is slow
     out = _agent(path, record, "--warm", WBSWEEP_TEST_FAIL_IF="learning_rate=0.002")

@@ -16,12 +16,11 @@ import pytest
 from helpers import (
     TEST_SWEEPS,
     WBSWEEP,
-    create,
     invoke,
+    invoke_create,
     invoke_status,
     processes_mentioning,
     start_agent,
-    status,
     wait_for,
     wait_for_ranks_to_train,
 )
@@ -233,9 +232,10 @@ def test_hyperband_stops_a_bad_run_on_the_local_backend(monkeypatch: pytest.Monk
 def test_a_rank_killed_by_a_signal_is_a_crash_and_its_params_run_again(tmp_path: Path) -> None:
     record, fast = tmp_path / "records", tmp_path / "fast"
     record.mkdir()
-    sweep_id = create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "1")
+    sweep_id = invoke_create(TEST_SWEEPS / "record_ranks.py", "--n-trials", "1")
     knobs = {"WBSWEEP_TEST_SLEEP": "1", "WBSWEEP_TEST_SLEEP_UNLESS": str(fast)}
-    agent = start_agent(sweep_id, record, **knobs)
+    # One torch thread for the one rank (a user's setting): more only spin on a small machine.
+    agent = start_agent(sweep_id, record, OMP_NUM_THREADS="1", **knobs)
     try:
         (rank,) = wait_for_ranks_to_train(record, 1)
         fast.touch()
@@ -244,7 +244,7 @@ def test_a_rank_killed_by_a_signal_is_a_crash_and_its_params_run_again(tmp_path:
     finally:
         agent.kill()
     assert agent.returncode == 0
-    crashed, rerun = status(sweep_id)["runs"]
+    crashed, rerun = invoke_status(sweep_id)["runs"]
     assert crashed["state"] == "crashed" and "killed by SIGKILL" in crashed["reason"]
     assert (rerun["state"], rerun["retry_of"], rerun["params"]) == (
         "finished",
