@@ -45,5 +45,19 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         sys.modules["wandb"].teardown()
 
 
+@pytest.fixture
+def one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Torch on one CPU thread, here and in every child (``helpers.torch_on_one_thread``).
+
+    For test modules whose tiny models train on the CPU and whose checks are not
+    about how many threads a rank runs: ``pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    from helpers import torch_on_one_thread
+
+    restore = torch_on_one_thread(monkeypatch)
+    yield
+    restore()
+
+
 # The W&B server double's fixture, for tests of the W&B backend.
 from wandb_double import wandb_double  # noqa: E402, F401

@@ -321,13 +321,8 @@ def torch_on_one_thread(monkeypatch: Any) -> Callable[[], None]:
     For tests that train tiny models on the CPU: a second intra-op thread gains
     nothing there and spins between ops, which on a busy 2-core machine multiplies
     a tiny training's CPU time (and wall time) several times. Returns what puts
-    this process's thread count back (``monkeypatch`` undoes the variable)::
-
-        @pytest.fixture(autouse=True)
-        def one_thread(monkeypatch):
-            restore = torch_on_one_thread(monkeypatch)
-            yield
-            restore()
+    this process's thread count back (``monkeypatch`` undoes the variable). Test
+    modules use it through the ``one_torch_thread`` fixture (``tests/conftest.py``).
     """
     import torch
 

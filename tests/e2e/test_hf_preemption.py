@@ -14,24 +14,16 @@ import runpy
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import torch_on_one_thread, wait_for
+from helpers import wait_for
 
 from wbsweep.backends.local import LocalBackend
 from wbsweep.errors import EXIT_TERMINATED
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The tiny model trains on one CPU thread, here and in the script (see the helper)."""
-    restore = torch_on_one_thread(monkeypatch)
-    yield
-    restore()
+# Tiny models train on one torch thread here and in every rank (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 SCRIPT = """

@@ -21,30 +21,22 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, torch_on_one_thread
+from helpers import REPO
 from wandb_double import WandbDouble
 
 from wbsweep.agent import free_port
 from wbsweep.backends import LocalBackend
 
-pytestmark = pytest.mark.slow
+# Tiny models train on one torch thread here and in every rank (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 EXAMPLE = REPO / "examples" / "hf_search_docs.py"
 PYTHON = sys.executable
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Tiny models train on one CPU thread here and in the scripts (see the helper)."""
-    restore = torch_on_one_thread(monkeypatch)
-    yield
-    restore()
 
 
 # ---------------------------------------------------------------- in-process searches

@@ -21,28 +21,19 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from helpers import torch_on_one_thread
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel, Trainer, TrainingArguments
 
 import wbsweep  # noqa: F401  (installs the plugin, as a user's script does)
 from wbsweep.backends import backend_for_sweep
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The tiny model trains on one CPU thread (see the helper)."""
-    restore = torch_on_one_thread(monkeypatch)
-    yield
-    restore()
+# Tiny models train on one torch thread here and in every rank (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 class LineConfig(PretrainedConfig):

@@ -19,20 +19,10 @@ import yaml
 from helpers import REPO, TEST_SWEEPS, rank_records, wbsweep
 from wandb_double import WandbDouble
 
-pytestmark = pytest.mark.slow
+# Tiny models train on one torch thread here and in every rank (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 SWEEP_FILE = "tests/sweeps/record_ranks.py"
-
-
-@pytest.fixture(autouse=True)
-def one_thread_per_rank(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each rank trains with one torch thread (how many is not what these tests are about).
-
-    On a CPU node the agent, or torch itself, gives a lone rank every core; on a small
-    machine running other tests too, the extra threads mostly spin and triple a trial's
-    CPU time.
-    """
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
 def clone(root: Path, name: str) -> Path:

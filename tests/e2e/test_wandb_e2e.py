@@ -30,17 +30,8 @@ from helpers import (
 )
 from wandb_double import WandbDouble
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def one_thread_per_rank(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One torch thread per rank (``OMP_NUM_THREADS=1``, which the agent and accelerate pass on).
-
-    An idle OpenMP thread spin-waits: on a shared test machine a rank's extra threads burn
-    CPU for nothing. How many threads a rank runs is not what these tests check.
-    """
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+# Tiny models train on one torch thread here and in every rank (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 SECRET_SCAN_SKIP = {".db", ".wandb"}
