@@ -169,7 +169,7 @@ def watch_peers(group: NodeGroup, number: int, poll: float = 1.0) -> None:
     Local rank 0 of each node beats for its node. A rank leaves with exit 1
     after a short grace, so that an error of torch's own is said first; its
     error line names the first failing node's own error when that node said
-    one (:func:`record_end`), as :func:`first_failure` does.
+    one (:func:`record_end`, read by :func:`first_failure`).
     """
     store = group.store()
     beats = os.environ.get("LOCAL_RANK", "0") in ("", "0")
@@ -194,7 +194,8 @@ def watch_peers(group: NodeGroup, number: int, poll: float = 1.0) -> None:
                 if (end is not None and end not in _TOGETHER) or silent:
                     why = f"ended its part (exit {end})" if end else "went silent"
                     time.sleep(5.0)
-                    cause = _first_cause(group, store, number) or f"node {node} {why}"
+                    said = first_failure(group, number, wait=0, store=store)
+                    cause = said or f"node {node} {why}"
                     print(
                         f"wbsweep.trial: error: {cause}: trial {number} ends here too",
                         file=sys.stderr,
@@ -204,18 +205,6 @@ def watch_peers(group: NodeGroup, number: int, poll: float = 1.0) -> None:
             time.sleep(poll)
 
     threading.Thread(target=watch, name="wbsweep-watch-nodes", daemon=True).start()
-
-
-def _first_cause(group: NodeGroup, store: Any, number: int) -> str | None:
-    """``node N: why`` for the other node that failed trial ``number`` first, if it said."""
-    try:
-        first = get_key(store, f"trial/{number}/first")
-    except RuntimeError:
-        return None
-    if first is None:
-        return None
-    node, reason = json.loads(first)
-    return None if node == group.rank else f"node {node}: {reason}"
 
 
 def record_end(group: NodeGroup, number: int, code: int, reason: str | None = None) -> bool:
@@ -233,11 +222,17 @@ def record_end(group: NodeGroup, number: int, code: int, reason: str | None = No
     return first
 
 
-def first_failure(group: NodeGroup, number: int, wait: float = 5.0) -> str | None:
-    """``node N: why`` for the node that failed trial ``number`` first, waiting up to ``wait`` s."""
+def first_failure(
+    group: NodeGroup, number: int, wait: float = 5.0, store: Any = None
+) -> str | None:
+    """``node N: why`` for the node that failed trial ``number`` first, waiting up to ``wait`` s.
+
+    ``store`` is the group's store when the caller has it open already.
+    """
     deadline = time.monotonic() + wait
     try:
-        store = group.store(timeout=wait)
+        if store is None:
+            store = group.store(timeout=wait)
         while (first := get_key(store, f"trial/{number}/first")) is None:
             if time.monotonic() > deadline:
                 return None
