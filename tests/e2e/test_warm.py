@@ -177,8 +177,14 @@ def test_a_warm_worker_on_wandb_runs_each_trial_in_its_own_run_in_one_group(
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     path = json.loads(result.stdout)["sweep_id"]
-    wandb_double.complete_delay = 3.0  # each run's last upload is slow
-    out = _agent(path, record, "--warm", WBSWEEP_TEST_FAIL_IF="learning_rate=0.002")
+    # Each run's last upload is slow (4 s), slower than the keeper's beat (2 s at a 6 s
+    # heartbeat timeout): W&B shows the run crashed once the worker's agent has let it go,
+    # while rank 0 still uploads it, and the keeper must not hand it out again.
+    wandb_double.complete_delay = 4.0
+    out = _agent(
+        path, record, "--warm",
+        WBSWEEP_TEST_FAIL_IF="learning_rate=0.002", WBSWEEP_HEARTBEAT_TIMEOUT="6",
+    )  # fmt: skip
     assert "warm: one process group of 2 rank(s)" in out
 
     runs = wandb_double.runs(path.split("/")[-1])

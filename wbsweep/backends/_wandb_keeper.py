@@ -10,10 +10,12 @@ idle agent on any node; the trial then goes on from the run's last checkpoint
 when it left one.
 
 A run counts as crashed when W&B says so and the run has not been heard from
-for a keeper's beat (a warm worker's agent hands a run back while the run still
-sends its last upload), or when it is ``running`` and has sent nothing for
+for a keeper's beat, or when it is ``running`` and has sent nothing for
 ``WBSWEEP_HEARTBEAT_TIMEOUT`` seconds (a node lost with its agent: nobody is
-left to tell W&B). Each run is requeued at most
+left to tell W&B). A crashed run of a warm worker must be silent for that whole
+timeout too: its worker's agent hands the run back at the end of its trial,
+and W&B then calls it crashed while rank 0 still sends its last upload, for as
+long as that upload takes. Each run is requeued at most
 ``WBSWEEP_MAX_RETRIES`` times (``--max-retries``). Two keepers that requeue
 the same run at once requeue it once: W&B keys the requeue by run id.
 """
@@ -42,25 +44,32 @@ def to_requeue(
 
     A crashed run that still sent something in the last :func:`heartbeat_every`
     seconds is still uploading: W&B corrects its state once the upload ends.
+    A warm worker's run (``ran_as["warm"]``) is still uploading as long as it
+    was heard from in the last ``timeout`` seconds: W&B calls it crashed as soon
+    as the worker's agent takes its next run, while rank 0 finishes it beside.
 
     >>> from wbsweep.backends.records import RunRecord
     >>> crashed = RunRecord("a", "s", RunState.CRASHED, {}, requeues=0)
     >>> silent = RunRecord("b", "s", RunState.RUNNING, {}, heartbeat_at=1.0)
     >>> done = RunRecord("c", "s", RunState.CRASHED, {}, requeues=1)
     >>> talking = RunRecord("d", "s", RunState.CRASHED, {}, heartbeat_at=98.0)
-    >>> runs = [crashed, silent, done, talking]
+    >>> warm = {"warm": True}
+    >>> uploading = RunRecord("e", "s", RunState.CRASHED, {}, heartbeat_at=50.0, ran_as=warm)
+    >>> lost = RunRecord("f", "s", RunState.CRASHED, {}, heartbeat_at=30.0, ran_as=warm)
+    >>> runs = [crashed, silent, done, talking, uploading, lost]
     >>> [r.id for r in to_requeue(runs, now=100, timeout=60, max_retries=1)]
-    ['a', 'b']
+    ['a', 'b', 'f']
     """
-    quiet = heartbeat_every(timeout)
+    beat = heartbeat_every(timeout)
+
+    def crashed(run: RunRecord) -> bool:
+        quiet = timeout if run.ran_as.get("warm") else beat
+        return run.state == RunState.CRASHED and now - (run.heartbeat_at or 0.0) > quiet
+
     return [
         run
         for run in runs
-        if run.requeues < max_retries
-        and (
-            (run.state == RunState.CRASHED and now - (run.heartbeat_at or 0.0) > quiet)
-            or is_stale(run, now, timeout)
-        )
+        if run.requeues < max_retries and (crashed(run) or is_stale(run, now, timeout))
     ]
 
 
