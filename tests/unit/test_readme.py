@@ -3,7 +3,8 @@
 Every command and every flag of ``wbsweep`` is in the commands table (and no
 flag there is made up), every variable in the environment table is read by
 wbsweep or its scripts, every ``WBSWEEP_*`` variable the code reads is named in
-the README or docs/INTERNALS.md, and the exit codes match ``wbsweep/errors.py``.
+the README or docs/INTERNALS.md, the exit codes match ``wbsweep/errors.py``, and
+every test the README or docs/ name as proof exists.
 """
 
 from __future__ import annotations
@@ -107,3 +108,26 @@ def test_the_exit_code_table_matches_errors_py() -> None:
     table = {row[1].strip("`"): int(row[0]) for row in table_rows(section("Exit codes"))}
     constants = {name: getattr(errors, name) for name in dir(errors) if name.startswith("EXIT_")}
     assert table == constants
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """A ``tests/....py::name`` in the README or docs/ names a test file and function that exist.
+
+    docs/RELIABILITY.md says which test proves each guarantee; a merged or
+    renamed test must take its references along.
+    """
+    import ast
+
+    texts = [README] + [path.read_text() for path in sorted((REPO / "docs").glob("*.md"))]
+    missing = []
+    for text in texts:
+        for path, name in set(re.findall(r"(tests/[\w/]+\.py)(?:::(\w+))?", text)):
+            if not (REPO / path).is_file():
+                missing.append(path)
+                continue
+            if name:
+                tree = ast.parse((REPO / path).read_text())
+                defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+                if name not in defined:
+                    missing.append(f"{path}::{name}")
+    assert sorted(missing) == []
