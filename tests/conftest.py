@@ -13,6 +13,20 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In parallel runs (pytest-xdist), end-to-end tests go first, each file in its order.
+
+    They take seconds to a minute each, the others milliseconds: started first,
+    the long ones run side by side and the short ones fill the workers at the
+    end, instead of one long test running alone after everything else. Every
+    worker collects the same order, as xdist requires. A run in one process
+    keeps the file order (the quick tiers first).
+    """
+    if not hasattr(config, "workerinput"):  # not an xdist worker
+        return
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Point the store, W&B (login included) and Hugging Face caches at ``tmp_path``; no network.
