@@ -119,3 +119,18 @@ def test_a_rejected_key_and_an_unreachable_server_are_one_line_errors(
     with pytest.raises(WandbUnreachableError, match="cannot reach W&B") as unreachable:
         WandbBackend()
     assert unreachable.value.exit_code == EXIT_UNREACHABLE
+
+
+def test_a_trial_s_run_label_reads_the_sweep_once_with_one_login_check(
+    double: WandbDouble,
+) -> None:
+    """Rank 0 labels its run before every trial: on W&B each query is a round trip."""
+    backend = WandbBackend()
+    sweep_id = backend.create(CONFIG)
+    before = len(double.operations())
+    label = backend.run_label(sweep_id, "run00001")
+    asked = double.operations()[before:]
+    assert label.name.endswith("-1")
+    assert asked.count("GetSweep") == 1, asked
+    assert asked.count("Viewer") == 1, asked  # one wandb.Api, one login check
+    assert asked.count("Runs") == 1, asked

@@ -338,8 +338,10 @@ class Backend(abc.ABC):
         Raises:
             SweepNotFoundError: No such sweep.
         """
-        sweep = self.sweep(sweep_id)
-        runs = self.runs(sweep_id)
+        return self._label_among(self.sweep(sweep_id), self.runs(sweep_id), run_id)
+
+    def _label_among(self, sweep: SweepRecord, runs: Sequence[RunRecord], run_id: str) -> RunLabel:
+        """:meth:`run_label` from the sweep and its runs, already read."""
         ids = [run.id for run in runs]
         number = ids.index(run_id) + 1 if run_id in ids else len(ids) + 1
         worker = next((run.worker for run in runs if run.id == run_id and run.worker), None)

@@ -46,6 +46,7 @@ from wbsweep.backends.base import (
     ClaimedRun,
     DriveOptions,
     InProcessTrial,
+    RunLabel,
     RunRecord,
     RunState,
     SweepRecord,
@@ -214,8 +215,10 @@ class WandbBackend(Backend):
         return str(path), sum(1 for dirs in fresh.values() if dirs)
 
     def sweep(self, sweep_id: str) -> SweepRecord:
-        path = self._path(sweep_id)
-        found = self._api_sweep(path)
+        return self._sweep_record(self._path(sweep_id), self._api())
+
+    def _sweep_record(self, path: SweepPath, api: Any) -> SweepRecord:
+        found = self._api_sweep(path, api)
         config = dict(found.config)
         return SweepRecord(
             id=str(path),
@@ -226,13 +229,22 @@ class WandbBackend(Backend):
         )
 
     def runs(self, sweep_id: str) -> list[RunRecord]:
-        sweep = self.sweep(sweep_id)
-        path = SweepPath.parse(sweep.id)
-        found = self._api_runs(path, {"sweep": path.id}, "+created_at")
+        return self._sweep_and_runs(sweep_id)[1]
+
+    def run_label(self, sweep_id: str, run_id: str) -> RunLabel:
+        # A trial's rank 0 asks before each run: the sweep is read once, not twice.
+        return self._label_among(*self._sweep_and_runs(sweep_id), run_id)
+
+    def _sweep_and_runs(self, sweep_id: str) -> tuple[SweepRecord, list[RunRecord]]:
+        """The sweep and its runs, oldest first, through one ``wandb.Api`` (one login check)."""
+        api = self._api()
+        path = self._path(sweep_id)
+        sweep = self._sweep_record(path, api)
+        found = self._api_runs(path, {"sweep": path.id}, "+created_at", api)
         now, timeout = time.time(), heartbeat_timeout()
         records = [run_record(run, sweep) for run in found]
         # A run whose node is lost stays "running" on W&B for a while: say it crashed.
-        return [
+        return sweep, [
             dataclasses.replace(r, state=RunState.CRASHED, reason=_silent(timeout))
             if is_stale(r, now, timeout)
             else r
@@ -241,11 +253,12 @@ class WandbBackend(Backend):
 
     def best_candidates(self, sweep_id: str) -> list[RunRecord]:
         """Finished runs with a finite objective, best first as the server orders them."""
-        sweep = self.sweep(sweep_id)
-        path = SweepPath.parse(sweep.id)
+        api = self._api()
+        path = self._path(sweep_id)
+        sweep = self._sweep_record(path, api)
         sign = "+" if sweep.goal == "minimize" else "-"
         filters = {"$and": [{"sweep": path.id}, {"state": "finished"}]}
-        found = self._api_runs(path, filters, f"{sign}summary_metrics.{sweep.metric_name}")
+        found = self._api_runs(path, filters, f"{sign}summary_metrics.{sweep.metric_name}", api)
         records = [run_record(run, sweep) for run in found]
         return [r for r in records if r.state == RunState.FINISHED and r.has_finite_objective]
 
@@ -388,9 +401,9 @@ class WandbBackend(Backend):
         except Exception as exc:
             raise sdk_error(exc, self.url) from None
 
-    def _api_sweep(self, path: SweepPath) -> Any:
+    def _api_sweep(self, path: SweepPath, api: Any = None) -> Any:
         try:
-            found = self._api().sweep(str(path))
+            found = (api or self._api()).sweep(str(path))
         except Exception as exc:
             raise sdk_error(exc, str(path), not_found=True) from None
         if found is None:
@@ -410,9 +423,12 @@ class WandbBackend(Backend):
                 return []
             raise sdk_error(exc, where) from None
 
-    def _api_runs(self, path: SweepPath, filters: dict[str, Any], order: str) -> list[Any]:
+    def _api_runs(
+        self, path: SweepPath, filters: dict[str, Any], order: str, api: Any = None
+    ) -> list[Any]:
+        """The runs of ``path``'s project that match ``filters`` (through ``api`` when given)."""
         try:
-            runs = self._api().runs(
+            runs = (api or self._api()).runs(
                 f"{path.entity}/{path.project}",
                 filters=filters,
                 order=order,
