@@ -23,8 +23,10 @@ import os
 import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from wbsweep import procs
 from wbsweep.backends.base import ClaimedRun, DriveOptions
@@ -44,18 +46,64 @@ _RUN_ENV = (
 AGENT_POLL = 1.0
 
 
-def _poll_sooner() -> None:
+#: Seconds a woken heartbeat waits for the SDK's agent to mark the ended run done.
+SETTLE = 0.05
+
+
+class WakeableClock:
+    """The ``time`` module as the SDK's agent module sees it, with sleeps that end early.
+
+    The SDK's in-process agent heartbeats, then sleeps; it learns of its next
+    run only at the heartbeat after the last run ended: half a poll of idle
+    accelerator per trial on average. :meth:`wake_soon` (a trial has ended)
+    ends the sleep going on, :data:`SETTLE` seconds later, by which time the
+    agent has marked the run done, so that heartbeat asks for the next run.
+    Every other name is the real module's.
+
+    >>> import time
+    >>> clock = WakeableClock(time)
+    >>> clock.wake_soon(); started = time.monotonic(); clock.sleep(5)
+    >>> time.monotonic() - started < 1
+    True
+    """
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self._woken = threading.Event()
+
+    def sleep(self, seconds: float) -> None:
+        if self._woken.wait(seconds):
+            self._woken.clear()
+            self._real.sleep(SETTLE)
+
+    def wake_soon(self) -> None:
+        self._woken.set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _poll_sooner() -> WakeableClock | None:
     """The SDK's agent asks W&B for the next run every :data:`AGENT_POLL` seconds.
 
     A warm group is ready for the next run as soon as a trial ends, but the SDK's
     in-process agent only learns of its next run at its next heartbeat: 2.5 s
     of idle accelerator per trial on average at the SDK's 5 s, 0.5 s at 1 s.
-    ``HEARTBEAT_SLEEP_SECONDS`` is the agent's class setting for this.
+    ``HEARTBEAT_SLEEP_SECONDS`` is the agent's class setting for this. Where
+    the agent's module sleeps through ``time.sleep``, its clock becomes a
+    :class:`WakeableClock` (returned), which a trial's end wakes.
     """
+    import time
+
     from wandb.agents import pyagent
 
     agent = pyagent.Agent
     agent.HEARTBEAT_SLEEP_SECONDS = min(agent.HEARTBEAT_SLEEP_SECONDS, AGENT_POLL)
+    if getattr(pyagent, "time", None) is not time:  # the SDK changed: poll as set above
+        return None
+    clock = WakeableClock(time)
+    pyagent.time = clock  # type: ignore[attr-defined]
+    return clock
 
 
 class _Signals:
@@ -98,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         command, env, ranks = found
         group = WarmGroup(command, env, ranks=ranks, log_path=logs / f"warm-{os.getpid()}.log")
         _print(f"[{name}] warm: one process group of {ranks} rank(s) for every trial")
+        clock = _poll_sooner()
 
         def trial(claimed: ClaimedRun) -> None:
             assert group is not None
@@ -116,12 +165,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
             finally:
                 signals.in_trial = False
+                if clock is not None:  # the agent asks for the next run as this one ends
+                    clock.wake_soon()
             if end.preempted:
                 raise procs.Terminated  # rank 0 marked the run preempting: W&B requeues it
             if end.exit_code != 0 and not end.stopped:
                 raise TrialError(end.reason or f"exit code {end.exit_code}")  # a failed run
 
-        _poll_sooner()
         backend.drive(sweep.id, trial, limits)
     except procs.Terminated:
         return EXIT_TERMINATED
