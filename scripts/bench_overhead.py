@@ -6,7 +6,11 @@ The same task and trials for each mode (``scripts/bench/timed_sweep.py``:
 * ``cold``: ``wbsweep agent`` (a new ``accelerate launch`` per trial);
 * ``warm``: ``wbsweep agent --warm`` (one process group for every trial);
 * ``optuna``: Transformers' ``Trainer.hyperparameter_search(backend="optuna")``
-  in one process (``scripts/bench/optuna_search.py``).
+  in one process (``scripts/bench/optuna_search.py``);
+* ``wandb-cold``, ``wandb-warm``: the same two on the W&B backend, the real SDK
+  online against the W&B test double (``tests/wandb_double``) on this machine,
+  with the SDK's default settings: what the SDK and its agents add, without the
+  network's round trips to a real server.
 
 Per mode it prints the per-trial orchestration overhead — from the end of one
 trial's final evaluation to the first optimizer step of the next trial on the
@@ -16,7 +20,7 @@ wbsweep modes log every trial to its own offline W&B run; Transformers' search
 logs nowhere.
 
     python scripts/bench_overhead.py [--trials 8] [--modes cold,warm,optuna]
-        [--ranks 1] [--trial-seconds 0]
+        [--ranks 1] [--trial-seconds 0]   (modes also: wandb-cold, wandb-warm)
 
 ``--trial-seconds S`` makes each trial train for S seconds (20 s or 120 s for
 the training fraction of longer trials). The ``optuna`` mode needs Optuna
@@ -26,6 +30,7 @@ the training fraction of longer trials). The ``optuna`` mode needs Optuna
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -36,6 +41,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -65,23 +71,38 @@ def run_mode(mode: str, trials: int, ranks: int, seconds: float) -> dict[str, fl
         work = Path(tmp)
         times = work / "times.jsonl"
         env = _env(work, times, seconds)
-        if mode == "optuna":
-            argv = [sys.executable, str(OPTUNA), str(trials)]
-        else:
-            created = subprocess.run(
-                [str(BIN / "wbsweep"), "create", str(SWEEP), "--n-trials", str(trials),
-                 "--processes-per-trial", str(ranks), "--json"],
-                env=env, cwd=work, capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            sweep_id = json.loads(created.stdout)["sweep_id"]
-            argv = [str(BIN / "wbsweep"), "agent", sweep_id]
-            argv += ["--warm"] if mode == "warm" else ["--cold"]
-        started = time.time()
-        done = subprocess.run(argv, env=env, cwd=work, capture_output=True, text=True)
-        wall = time.time() - started
+        with contextlib.ExitStack() as stack:
+            backend = []
+            if mode.startswith("wandb-"):
+                double = stack.enter_context(_wandb_double())
+                env = {k: v for k, v in env.items() if k != "WANDB_SERVICE"}
+                env.update(double.env(lean=False))
+                backend = ["--backend", "wandb", "--project", "bench"]
+            if mode == "optuna":
+                argv = [sys.executable, str(OPTUNA), str(trials)]
+            else:
+                created = subprocess.run(
+                    [str(BIN / "wbsweep"), "create", str(SWEEP), "--n-trials", str(trials),
+                     "--processes-per-trial", str(ranks), "--json", *backend],
+                    env=env, cwd=work, capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                sweep_id = json.loads(created.stdout)["sweep_id"]
+                argv = [str(BIN / "wbsweep"), "agent", sweep_id]
+                argv += ["--warm"] if mode.endswith("warm") else ["--cold"]
+            started = time.time()
+            done = subprocess.run(argv, env=env, cwd=work, capture_output=True, text=True)
+            wall = time.time() - started
         if done.returncode != 0:
             raise SystemExit(f"{mode}: exit {done.returncode}\n{done.stdout[-3000:]}")
         return figures(times, wall)
+
+
+def _wandb_double() -> Any:
+    """A started W&B test double (``tests/wandb_double``), as a context manager."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from wandb_double import WandbDouble
+
+    return WandbDouble()
 
 
 def figures(times: Path, wall: float) -> dict[str, float]:
@@ -119,7 +140,7 @@ def main() -> None:
     length = f"{options.trial_seconds:g} s trials" if options.trial_seconds else "tiny.py trials"
     print(f"{options.trials} {length}, one worker, {options.ranks} rank(s) per wbsweep trial, "
           f"{os.cpu_count()} CPUs")  # fmt: skip
-    print(f"{'mode':<8} {'trials':>6} {'overhead p50':>13} {'p90':>7} {'in training':>12} "
+    print(f"{'mode':<10} {'trials':>6} {'overhead p50':>13} {'p90':>7} {'in training':>12} "
           f"{'wall':>8}")  # fmt: skip
     results = {}
     for mode in modes:
@@ -129,10 +150,13 @@ def main() -> None:
         got = run_mode(mode, options.trials, options.ranks, options.trial_seconds)
         results[mode] = got
         print(
-            f"{mode:<8} {int(got['trials']):>6} {got['p50']:>11.3f} s {got['p90']:>5.3f} s "
+            f"{mode:<10} {int(got['trials']):>6} {got['p50']:>11.3f} s {got['p90']:>5.3f} s "
             f"{got['inside'] * 100:>11.1f}% {got['wall']:>6.1f} s",
             flush=True,
         )
+    if "wandb-warm" in results and "wandb-cold" in results and results["wandb-warm"]["p50"]:
+        ratio = results["wandb-cold"]["p50"] / results["wandb-warm"]["p50"]
+        print(f"on W&B, cold / warm overhead p50: {ratio:.1f}x")
     if "warm" in results and "optuna" in results and results["optuna"]["p50"]:
         ratio = results["warm"]["p50"] / results["optuna"]["p50"]
         print(f"warm / optuna overhead p50: {ratio:.2f}")
