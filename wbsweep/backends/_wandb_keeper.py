@@ -34,7 +34,7 @@ from wbsweep.backends.records import DriveOptions, RunRecord
 from wbsweep.errors import WbsweepError
 from wbsweep.states import RunState
 
-__all__ = ["keeper_argv", "requeue", "to_requeue"]
+__all__ = ["keeper_argv", "node_outlook", "requeue", "to_requeue"]
 
 
 def to_requeue(
@@ -71,6 +71,41 @@ def to_requeue(
         for run in runs
         if run.requeues < max_retries and (crashed(run) or is_stale(run, now, timeout))
     ]
+
+
+def node_outlook(runs: Sequence[RunRecord], *, now: float, timeout: float, max_retries: int) -> str:
+    """:meth:`Backend.outlook <wbsweep.backends.base.Backend.outlook>` on W&B, from the runs.
+
+    ``"run"`` when a run waits to be handed out again (preempted, or one the
+    keeper requeues now); ``"wait"`` while runs run, were handed out and not
+    started yet, or crashed and may still be requeued (a node that left now
+    would take its keeper along); else ``"done"``.
+
+    >>> from wbsweep.backends.records import RunRecord
+    >>> done = RunRecord("a", "s", RunState.FINISHED, {})
+    >>> uploading = RunRecord("b", "s", RunState.CRASHED, {}, heartbeat_at=90.0,
+    ...                       ran_as={"warm": True})
+    >>> node_outlook([done], now=100, timeout=60, max_retries=1)
+    'done'
+    >>> node_outlook([done, uploading], now=100, timeout=60, max_retries=1)
+    'wait'
+    >>> node_outlook([done, uploading], now=200, timeout=60, max_retries=1)
+    'run'
+    >>> node_outlook([done, uploading], now=100, timeout=60, max_retries=0)
+    'done'
+    """
+    if any(r.state == RunState.PREEMPTED for r in runs):
+        return "run"
+    if to_requeue(runs, now=now, timeout=timeout, max_retries=max_retries):
+        return "run"
+    live = any(
+        r.state == RunState.RUNNING
+        or (r.state == RunState.CRASHED and r.requeues < max_retries)
+        # A run handed to an agent that never started it stays pending: not for ever.
+        or (r.state == RunState.PENDING and now - (r.heartbeat_at or r.created_at or now) < timeout)
+        for r in runs
+    )
+    return "wait" if live else "done"
 
 
 def requeue(path: str, run: RunRecord) -> None:

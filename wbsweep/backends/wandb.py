@@ -38,7 +38,7 @@ from wbsweep.backends._wandb_auth import (
     wandb_executable,
 )
 from wbsweep.backends._wandb_drive import drive_with_agent
-from wbsweep.backends._wandb_keeper import keeper_argv, to_requeue
+from wbsweep.backends._wandb_keeper import keeper_argv, node_outlook
 from wbsweep.backends._wandb_paths import SweepPath, sdk_error, sweep_not_found, sweep_page_url
 from wbsweep.backends._wandb_records import run_record, sweep_state
 from wbsweep.backends.base import (
@@ -129,21 +129,10 @@ class WandbBackend(Backend):
         return keeper_argv(str(self._path(sweep_id)))
 
     def outlook(self, sweep_id: str) -> str:
-        runs = self.runs(sweep_id)
-        now, timeout = time.time(), heartbeat_timeout()
-        ready = [r for r in runs if r.state == RunState.PREEMPTED]
-        if ready or to_requeue(runs, now=now, timeout=timeout, max_retries=_max_retries()):
-            return "run"
-        # A run handed to an agent that never started it stays pending: not for ever.
-        live = any(
-            r.state == RunState.RUNNING
-            or (
-                r.state == RunState.PENDING
-                and now - (r.heartbeat_at or r.created_at or now) < timeout
-            )
-            for r in runs
-        )
-        return "wait" if live else "done"
+        return node_outlook(
+            self.runs(sweep_id), now=time.time(), timeout=heartbeat_timeout(),
+            max_retries=_max_retries(),
+        )  # fmt: skip
 
     def create(self, config: dict[str, Any], *, sweep_file: str | None = None) -> str:
         import wandb
