@@ -307,7 +307,7 @@ class WandbBackend(Backend):
         path = self._path(sweep_id)
         # A clear not-found error before the CLI's own, and W&B's CLI would
         # resume a finished sweep: a finished or canceled sweep stays so.
-        current = sweep_state(self._api_sweep(path).state)
+        current = sweep_state(self._api_sweep(path, self._api()).state)
         if current == wanted:
             return
         if current.terminal:
@@ -390,9 +390,9 @@ class WandbBackend(Backend):
         except Exception as exc:
             raise sdk_error(exc, self.url) from None
 
-    def _api_sweep(self, path: SweepPath, api: Any = None) -> Any:
+    def _api_sweep(self, path: SweepPath, api: Any) -> Any:
         try:
-            found = (api or self._api()).sweep(str(path))
+            found = api.sweep(str(path))
         except Exception as exc:
             raise sdk_error(exc, str(path), not_found=True) from None
         if found is None:
@@ -413,11 +413,11 @@ class WandbBackend(Backend):
             raise sdk_error(exc, where) from None
 
     def _api_runs(
-        self, path: SweepPath, filters: dict[str, Any], order: str, api: Any = None
+        self, path: SweepPath, filters: dict[str, Any], order: str, api: Any
     ) -> list[Any]:
-        """The runs of ``path``'s project that match ``filters`` (through ``api`` when given)."""
+        """The runs of ``path``'s project that match ``filters``, read through ``api``."""
         try:
-            runs = (api or self._api()).runs(
+            runs = api.runs(
                 f"{path.entity}/{path.project}",
                 filters=filters,
                 order=order,
