@@ -134,3 +134,34 @@ def test_a_trial_s_run_label_reads_the_sweep_once_with_one_login_check(
     assert asked.count("GetSweep") == 1, asked
     assert asked.count("Viewer") == 1, asked  # one wandb.Api, one login check
     assert asked.count("Runs") == 1, asked
+
+
+def test_a_warm_worker_s_sdk_agent_keeps_its_service_and_login_between_runs(
+    double: WandbDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a warm worker's trials the SDK agent makes no new login check.
+
+    The SDK's in-process agent tears down its service and makes a new
+    ``wandb.Api`` (a ``Viewer`` query) before every run; a warm worker, which
+    opens no run in its own process, skips both. ``_keep_service`` changes the
+    SDK's agent module for the worker process: it is undone here.
+    """
+    from wandb.agents import pyagent
+
+    from wbsweep import warm_wandb
+
+    monkeypatch.setattr(pyagent, "wandb", pyagent.wandb)
+    kept = warm_wandb._keep_service()
+    assert kept is not None and pyagent.wandb is kept
+    backend = WandbBackend()
+    sweep_id = backend.create(CONFIG)
+    starts: list[int] = []
+    backend.drive(
+        sweep_id,
+        lambda claimed: starts.append(len(double.operations())),
+        DriveOptions("warm-w0", count=2),
+    )
+    kept.close()
+    between = double.operations()[starts[0] : starts[1]]
+    assert len(starts) == 2 and "Heartbeat" in between, between  # the agent asked for run 2
+    assert "Viewer" not in between, between
