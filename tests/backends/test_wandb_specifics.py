@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import post_to_double
 from wandb_double import WandbDouble, reset_wandb
 
 from wbsweep.backends import backend_for_sweep, open_backend
@@ -16,6 +17,7 @@ from wbsweep.errors import (
     WandbLoginError,
     WandbUnreachableError,
 )
+from wbsweep.shape import WORKER_ENV
 
 CONFIG: dict[str, Any] = {
     "method": "grid",
@@ -121,19 +123,32 @@ def test_a_rejected_key_and_an_unreachable_server_are_one_line_errors(
     assert unreachable.value.exit_code == EXIT_UNREACHABLE
 
 
-def test_a_trial_s_run_label_reads_the_sweep_once_with_one_login_check(
-    double: WandbDouble,
+def test_a_trial_s_run_label_costs_three_small_requests_in_a_sweep_of_many_runs(
+    double: WandbDouble, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Rank 0 labels its run before every trial: on W&B each query is a round trip."""
+    """Rank 0 labels its run before every trial: on W&B each query is a round trip.
+
+    The label reads the sweep once, with one login check, and only the ids of
+    its runs: with 150 runs (more than a page of full runs) still one request.
+    """
     backend = WandbBackend()
     sweep_id = backend.create(CONFIG)
+    entity, project, sweep = sweep_id.split("/")
+    upsert = (
+        "mutation UpsertBucket($name: String, $project: String, $entity: String,"
+        " $sweep: String) { upsertBucket(input: {name: $name, modelName: $project,"
+        " entityName: $entity, sweep: $sweep}) { bucket { id name } inserted } }"
+    )
+    for n in range(150):
+        variables = {"name": f"r{n:04d}", "project": project, "entity": entity, "sweep": sweep}
+        post_to_double(double, "/graphql", {"query": upsert, "variables": variables})
+    monkeypatch.setenv(WORKER_ENV, "node7-w1")
     before = len(double.operations())
-    label = backend.run_label(sweep_id, "run00001")
-    asked = double.operations()[before:]
-    assert label.name.endswith("-1")
-    assert asked.count("GetSweep") == 1, asked
-    assert asked.count("Viewer") == 1, asked  # one wandb.Api, one login check
-    assert asked.count("Runs") == 1, asked
+    label = backend.run_label(sweep_id, "r0120")
+    asked = [op for op in double.operations()[before:] if not op.startswith("POST /sdk/otel")]
+    assert label.name.endswith("-121") and label.tags == ("wandb", "node7-w1")
+    assert sorted(asked) == ["GetSweep", "Runs", "Viewer"], asked
+    assert backend.run_label(sweep_id, "not-yet-listed").name.endswith("-151")
 
 
 def test_a_warm_worker_s_sdk_agent_keeps_its_service_and_login_between_runs(

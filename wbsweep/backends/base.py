@@ -338,13 +338,15 @@ class Backend(abc.ABC):
         Raises:
             SweepNotFoundError: No such sweep.
         """
-        return self._label_among(self.sweep(sweep_id), self.runs(sweep_id), run_id)
-
-    def _label_among(self, sweep: SweepRecord, runs: Sequence[RunRecord], run_id: str) -> RunLabel:
-        """:meth:`run_label` from the sweep and its runs, already read."""
-        ids = [run.id for run in runs]
-        number = ids.index(run_id) + 1 if run_id in ids else len(ids) + 1
+        runs = self.runs(sweep_id)
         worker = next((run.worker for run in runs if run.id == run_id and run.worker), None)
+        return self._label_among(self.sweep(sweep_id), [run.id for run in runs], run_id, worker)
+
+    def _label_among(
+        self, sweep: SweepRecord, ids: Sequence[str], run_id: str, worker: str | None
+    ) -> RunLabel:
+        """:meth:`run_label` from the sweep and its runs' ids (oldest first), already read."""
+        number = ids.index(run_id) + 1 if run_id in ids else len(ids) + 1
         return RunLabel(f"{sweep.name}-{number}", (self.name, worker or socket.gethostname()))
 
     def import_runs(

@@ -57,6 +57,7 @@ from wbsweep.errors import (
     UsageError,
     WbsweepError,
 )
+from wbsweep.shape import WORKER_ENV
 from wbsweep.wandb_run import resolve_project
 
 __all__ = [
@@ -221,8 +222,20 @@ class WandbBackend(Backend):
         return self._sweep_and_runs(sweep_id)[1]
 
     def run_label(self, sweep_id: str, run_id: str) -> RunLabel:
-        # A trial's rank 0 asks before each run: the sweep is read once, not twice.
-        return self._label_among(*self._sweep_and_runs(sweep_id), run_id)
+        """As :meth:`Backend.run_label`; the worker is the one that runs it now (``wbsweep agent``).
+
+        A trial's rank 0 asks before each run, so this reads the sweep once and
+        only its runs' ids, a page of up to 1,000 at a time: a sweep of 1,000
+        runs costs one small request, not ten pages of every run's config and
+        summary. W&B records a run's worker as its trial starts, so a run
+        handed out again still names the last one: here it is this trial's.
+        """
+        api = self._api()
+        path = self._path(sweep_id)
+        sweep = self._sweep_record(path, api)
+        found = self._api_runs(path, {"sweep": path.id}, "+created_at", api, light=True)
+        ids = [run.id for run in found]
+        return self._label_among(sweep, ids, run_id, os.environ.get(WORKER_ENV))
 
     def _sweep_and_runs(self, sweep_id: str) -> tuple[SweepRecord, list[RunRecord]]:
         """The sweep and its runs, oldest first, through one ``wandb.Api`` (one login check)."""
@@ -413,16 +426,20 @@ class WandbBackend(Backend):
             raise sdk_error(exc, where) from None
 
     def _api_runs(
-        self, path: SweepPath, filters: dict[str, Any], order: str, api: Any
+        self, path: SweepPath, filters: dict[str, Any], order: str, api: Any, *, light: bool = False
     ) -> list[Any]:
-        """The runs of ``path``'s project that match ``filters``, read through ``api``."""
+        """The runs of ``path``'s project that match ``filters``, read through ``api``.
+
+        ``light``: only what names a run (id, name, state, times), no config or
+        summary, in pages of 1,000 instead of 100.
+        """
         try:
             runs = api.runs(
                 f"{path.entity}/{path.project}",
                 filters=filters,
                 order=order,
-                per_page=100,
-                lazy=False,
+                per_page=1000 if light else 100,
+                lazy=light,
             )
             return list(runs)
         except Exception as exc:
