@@ -180,3 +180,30 @@ def test_a_warm_worker_s_sdk_agent_keeps_its_service_and_login_between_runs(
     between = double.operations()[starts[0] : starts[1]]
     assert len(starts) == 2 and "Heartbeat" in between, between  # the agent asked for run 2
     assert "Viewer" not in between, between
+
+
+def test_the_keeper_reads_only_the_running_and_crashed_runs_of_a_big_sweep(
+    double: WandbDouble,
+) -> None:
+    """Each node's keeper polls W&B every few seconds: ended runs never come back to it."""
+    backend = WandbBackend()
+    sweep_id = backend.create(CONFIG)
+    entity, project, sweep = sweep_id.split("/")
+    upsert = (
+        "mutation UpsertBucket($name: String, $project: String, $entity: String,"
+        " $sweep: String) { upsertBucket(input: {name: $name, modelName: $project,"
+        " entityName: $entity, sweep: $sweep}) { bucket { id name } inserted } }"
+    )
+    for n in range(120):
+        variables = {"name": f"r{n:04d}", "project": project, "entity": entity, "sweep": sweep}
+        post_to_double(double, "/graphql", {"query": upsert, "variables": variables})
+        if n not in (7, 99):  # these two still run
+            ended = {"complete": True, "exitcode": 0 if n % 2 else 1}
+            post_to_double(double, f"/files/{entity}/{project}/r{n:04d}/file_stream", ended)
+    before = len(double.operations())
+    watched = backend.unsettled_runs(sweep_id)
+    asked = [op for op in double.operations()[before:] if not op.startswith("POST /sdk/otel")]
+    assert [run.id for run in watched] == ["r0007", "r0099"]
+    assert asked.count("Runs") == 1, asked
+    states = {run.state.value for run in backend.runs(sweep_id)}
+    assert len(backend.runs(sweep_id)) == 120 and len(states) == 3, states

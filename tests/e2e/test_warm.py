@@ -205,10 +205,10 @@ def test_a_warm_worker_on_wandb_runs_each_trial_in_its_own_run_in_one_group(
         assert any("train/loss" in row for row in run["history"])
         assert run["config"]["output_dir"].endswith(f"run-{run['id']}")
     assert len(wandb_double.runs()) == 3  # rank 0 alone opened runs, one per trial
-    # Named and tagged as cold trials' runs: the sweep and each run's number, backend, host.
+    # Named and tagged as cold trials' runs: the sweep and each run's number, backend, worker.
     sweep_id = path.split("/")[-1]
     assert sorted(r["display_name"] for r in runs) == [f"{sweep_id}-{n}" for n in (1, 2, 3)]
-    assert [r["tags"] for r in runs] == [["wandb", socket.gethostname()]] * 3
+    assert [r["tags"] for r in runs] == [["wandb", f"{socket.gethostname()}-w0"]] * 3
     begins = [r for r in rank_records(record) if r["event"] == "train_begin"]
     assert len({b["pid"] for b in begins}) == 2  # one group for every trial
     assert sorted(b["process_index"] for b in begins) == [0, 0, 1, 1]

@@ -145,7 +145,7 @@ def main(argv: Sequence[str]) -> int:
     while True:
         with contextlib.suppress(WbsweepError):  # W&B unreachable for a while: try again
             for run in to_requeue(
-                backend.runs(path), now=time.time(), timeout=timeout, max_retries=retries
+                backend.unsettled_runs(path), now=time.time(), timeout=timeout, max_retries=retries
             ):
                 print(f"run {run.id} crashed: handing it out again", file=sys.stderr, flush=True)
                 try:

@@ -237,12 +237,28 @@ class WandbBackend(Backend):
         ids = [run.id for run in found]
         return self._label_among(sweep, ids, run_id, os.environ.get(WORKER_ENV))
 
-    def _sweep_and_runs(self, sweep_id: str) -> tuple[SweepRecord, list[RunRecord]]:
-        """The sweep and its runs, oldest first, through one ``wandb.Api`` (one login check)."""
+    def unsettled_runs(self, sweep_id: str) -> list[RunRecord]:
+        """The sweep's runs that W&B calls running or crashed: what the keeper watches.
+
+        Only those come back from W&B: in a sweep of 1,000 runs, mostly ended,
+        each node's keeper reads a few runs every few seconds, not all of them.
+        """
+        return self._sweep_and_runs(sweep_id, states=("running", "crashed"))[1]
+
+    def _sweep_and_runs(
+        self, sweep_id: str, states: Sequence[str] = ()
+    ) -> tuple[SweepRecord, list[RunRecord]]:
+        """The sweep and its runs, oldest first, through one ``wandb.Api`` (one login check).
+
+        ``states``: only the runs W&B has in one of these states (all when empty).
+        """
         api = self._api()
         path = self._path(sweep_id)
         sweep = self._sweep_record(path, api)
-        found = self._api_runs(path, {"sweep": path.id}, "+created_at", api)
+        filters: dict[str, Any] = {"sweep": path.id}
+        if states:
+            filters = {"$and": [filters, {"state": {"$in": list(states)}}]}
+        found = self._api_runs(path, filters, "+created_at", api)
         now, timeout = time.time(), heartbeat_timeout()
         records = [run_record(run, sweep) for run in found]
         # A run whose node is lost stays "running" on W&B for a while: say it crashed.
