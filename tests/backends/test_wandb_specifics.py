@@ -26,6 +26,23 @@ CONFIG: dict[str, Any] = {
 }
 
 
+_UPSERT = (
+    "mutation UpsertBucket($name: String, $project: String, $entity: String,"
+    " $sweep: String) { upsertBucket(input: {name: $name, modelName: $project,"
+    " entityName: $entity, sweep: $sweep}) { bucket { id name } inserted } }"
+)
+
+
+def _add_runs(double: WandbDouble, sweep_id: str, count: int) -> list[str]:
+    """``count`` running runs of the sweep, ``r0000`` on, as a trial's first upload makes them."""
+    entity, project, sweep = sweep_id.split("/")
+    ids = [f"r{n:04d}" for n in range(count)]
+    for run_id in ids:
+        variables = {"name": run_id, "project": project, "entity": entity, "sweep": sweep}
+        post_to_double(double, "/graphql", {"query": _UPSERT, "variables": variables})
+    return ids
+
+
 @pytest.fixture
 def double(wandb_double: WandbDouble, monkeypatch: pytest.MonkeyPatch) -> WandbDouble:
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
@@ -133,15 +150,7 @@ def test_a_trial_s_run_label_costs_three_small_requests_in_a_sweep_of_many_runs(
     """
     backend = WandbBackend()
     sweep_id = backend.create(CONFIG)
-    entity, project, sweep = sweep_id.split("/")
-    upsert = (
-        "mutation UpsertBucket($name: String, $project: String, $entity: String,"
-        " $sweep: String) { upsertBucket(input: {name: $name, modelName: $project,"
-        " entityName: $entity, sweep: $sweep}) { bucket { id name } inserted } }"
-    )
-    for n in range(150):
-        variables = {"name": f"r{n:04d}", "project": project, "entity": entity, "sweep": sweep}
-        post_to_double(double, "/graphql", {"query": upsert, "variables": variables})
+    _add_runs(double, sweep_id, 150)
     monkeypatch.setenv(WORKER_ENV, "node7-w1")
     before = len(double.operations())
     label = backend.run_label(sweep_id, "r0120")
@@ -188,18 +197,11 @@ def test_the_keeper_reads_only_the_running_and_crashed_runs_of_a_big_sweep(
     """Each node's keeper polls W&B every few seconds: ended runs never come back to it."""
     backend = WandbBackend()
     sweep_id = backend.create(CONFIG)
-    entity, project, sweep = sweep_id.split("/")
-    upsert = (
-        "mutation UpsertBucket($name: String, $project: String, $entity: String,"
-        " $sweep: String) { upsertBucket(input: {name: $name, modelName: $project,"
-        " entityName: $entity, sweep: $sweep}) { bucket { id name } inserted } }"
-    )
-    for n in range(120):
-        variables = {"name": f"r{n:04d}", "project": project, "entity": entity, "sweep": sweep}
-        post_to_double(double, "/graphql", {"query": upsert, "variables": variables})
-        if n not in (7, 99):  # these two still run
-            ended = {"complete": True, "exitcode": 0 if n % 2 else 1}
-            post_to_double(double, f"/files/{entity}/{project}/r{n:04d}/file_stream", ended)
+    entity, project, _ = sweep_id.split("/")
+    for run_id in _add_runs(double, sweep_id, 120):
+        if run_id not in ("r0007", "r0099"):  # these two still run
+            ended = {"complete": True, "exitcode": 0 if run_id[-1] in "13579" else 1}
+            post_to_double(double, f"/files/{entity}/{project}/{run_id}/file_stream", ended)
     before = len(double.operations())
     watched = backend.unsettled_runs(sweep_id)
     asked = [op for op in double.operations()[before:] if not op.startswith("POST /sdk/otel")]
