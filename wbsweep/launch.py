@@ -16,15 +16,15 @@ so the same trial runs under ``wbsweep agent``, under a plain ``wandb agent ID``
 * adds the sweep's recorded ``accelerate launch`` flags;
 * with ``wbsweep agent --nodes``: sets this node's part of the group
   (:mod:`wbsweep.nodes`), and on node 0 publishes the run to the other nodes;
-* then replaces itself (same pid) with ``accelerate launch ... -m wbsweep.trial``,
-  so the ranks' watch of their launcher, and their parent-death signal, hold.
+* then replaces itself (same pid) with ``accelerate launch ... -m wbsweep.trial``
+  (through :mod:`wbsweep.accelerate`), so the ranks' watch of their launcher,
+  and their parent-death signal, hold.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -130,12 +130,15 @@ def launch_argv(
 
     ``extra`` are the sweep's recorded ``accelerate launch`` flags; ``module``
     is ``wbsweep.trial`` (one trial) or ``wbsweep.warm_rank`` (a warm worker's).
+    The launcher is accelerate's, run by :mod:`wbsweep.accelerate` so that a
+    SIGTERM leaves a single rank its grace period.
+
+    >>> launch_argv("c.yaml", "s.py", ["--metric", "m"])[1:6]
+    ['-m', 'wbsweep.accelerate', 'launch', '--config_file', 'c.yaml']
     """
-    beside = Path(sys.executable).parent / "accelerate"
-    accelerate = str(beside) if beside.exists() else shutil.which("accelerate") or "accelerate"
     return [
-        accelerate, "launch", "--config_file", config_file, *extra,
-        "-m", module, sweep_file, *rest,
+        sys.executable, "-m", "wbsweep.accelerate", "launch", "--config_file", config_file,
+        *extra, "-m", module, sweep_file, *rest,
     ]  # fmt: skip
 
 

@@ -143,7 +143,9 @@ def _is_launcher(pid: int) -> bool:
     except OSError:
         return False
     names = {os.path.basename(arg) for arg in argv[:3]}
-    return bool(names & {"accelerate", "torchrun"}) or "torch.distributed.run" in argv
+    return bool(names & {"accelerate", "torchrun", "wbsweep.accelerate"}) or (
+        "torch.distributed.run" in argv
+    )
 
 
 def _destroy_process_group() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO
+from helpers import REPO, processes_mentioning
 
 from wbsweep import procs
 from wbsweep.agent import free_port
@@ -337,3 +337,64 @@ def _alive(pid: int) -> bool:
             return handle.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return False
+
+
+# A rank that takes longer than accelerate 1.16's 5 s to save after SIGTERM, beside a
+# helper in a session of its own (as a rank's wandb-core is); "saved" says what it saw.
+# Its launcher's death is a SIGTERM too, as for every rank (accelerate < 1.16 leaves at once).
+_SLOW_SAVER = """
+import pathlib, signal, subprocess, sys, time
+from wbsweep import procs
+procs.die_with_parent()
+here = pathlib.Path(sys.argv[1])
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                          start_new_session=True)
+notices = []
+signal.signal(signal.SIGTERM, lambda *_: notices.append(time.monotonic()))
+(here / "ready").write_text("")
+while not notices:
+    time.sleep(0.05)
+time.sleep(6.5)  # the checkpoint
+(here / "saved").write_text(str(helper.poll() is None))
+helper.kill()
+sys.exit(143)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("to", ["group", "launcher"])
+def test_a_sigtermed_one_rank_launch_leaves_the_rank_its_grace_period(
+    tmp_path: Path, to: str
+) -> None:
+    """SIGTERM to a 1-rank trial's launcher, from a worker (to its process group) or from
+    ``wandb agent`` (to the launcher alone): the rank saves for longer than accelerate's
+    own 5 s, its helper process alive throughout; nothing is left running after."""
+    import yaml
+
+    from wbsweep.launch import launch_argv
+    from wbsweep.slots import WorkerSlot, accelerate_config
+
+    config = tmp_path / "accelerate.yaml"
+    config.write_text(yaml.safe_dump(accelerate_config(WorkerSlot(0, (), 1, free_port()))))
+    (tmp_path / "slow_saver.py").write_text(_SLOW_SAVER)
+    argv = launch_argv(str(config), str(tmp_path), [], module="slow_saver")
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    env = launch_env(tmp_path, PYTHONPATH=path)
+    launcher = procs.start_group(argv, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "ready").exists():
+            assert time.monotonic() < deadline and launcher.poll() is None, "no rank started"
+            time.sleep(0.1)
+        if to == "group":
+            procs.signal_group(launcher.pid, signal.SIGTERM)
+        else:
+            launcher.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "saved").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        launcher.wait(timeout=10)
+    finally:
+        procs.signal_group(launcher.pid, signal.SIGKILL)
+    assert (tmp_path / "saved").read_text() == "True"  # saved, and its helper untouched
+    assert not processes_mentioning(str(tmp_path / "accelerate.yaml"))

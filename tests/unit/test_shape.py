@@ -109,6 +109,7 @@ def test_a_plain_wandb_agent_node_builds_the_recorded_shape(tmp_path: Path) -> N
 def test_recorded_accelerate_flags_go_to_accelerate_launch() -> None:
     argv = launch_argv("c.yaml", "s.py", ["p.json"], ("--dynamo_backend", "inductor"))
     assert argv[1:] == [
+        "-m", "wbsweep.accelerate",
         "launch", "--config_file", "c.yaml", "--dynamo_backend", "inductor",
         "-m", "wbsweep.trial", "s.py", "p.json",
     ]  # fmt: skip

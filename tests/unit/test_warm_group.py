@@ -34,7 +34,7 @@ def test_the_group_runs_the_sweeps_trial_module_in_its_recorded_shape(tmp_path: 
     config = _config("--processes-per-trial", "2", "--", "--dynamo_backend", "no")
     argv, env, ranks = group_command(config, {}, str(SWEEPS.parent), tmp_path / "scratch")
     assert ranks == 2
-    module = argv.index("-m")
+    module = argv.index("-m", argv.index("launch"))
     assert argv[module + 1 : module + 3] == ["wbsweep.warm_rank", str(SWEEPS / "tiny.py")]
     assert argv[module + 3 :] == ["--metric", "eval_loss", "--goal", "minimize"]
     assert "--dynamo_backend" in argv[:module]  # the recorded accelerate flags
