@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["main", "pass_signals_to_the_child"]
@@ -32,7 +31,6 @@ __all__ = ["main", "pass_signals_to_the_child"]
 
 def _pass_on(process: Any) -> None:
     """Stand-in for accelerate's ``_terminate_process_tree``: SIGTERM the child, wait."""
-
     import psutil
 
     def forward(signum: int, _frame: object) -> None:
@@ -45,25 +43,21 @@ def _pass_on(process: Any) -> None:
     process.wait()
 
 
-def pass_signals_to_the_child() -> bool:
-    """Make this process's accelerate launcher pass SIGTERM on instead of ending the tree.
-
-    Whether there was anything to change (accelerate 1.16 and later).
-    """
+def pass_signals_to_the_child() -> None:
+    """Make this process's accelerate launcher pass SIGTERM on instead of ending the tree
+    (accelerate 1.16 and later; earlier releases have no tree to end)."""
     from accelerate.commands import launch
 
-    if not callable(getattr(launch, "_terminate_process_tree", None)):
-        return False
-    launch._terminate_process_tree = _pass_on  # noqa: SLF001 - see the module docstring
-    return True
+    if callable(getattr(launch, "_terminate_process_tree", None)):
+        launch._terminate_process_tree = _pass_on  # noqa: SLF001 - see the module docstring
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main() -> int:
     """Run accelerate's CLI (``launch ...``) with :func:`pass_signals_to_the_child`."""
     pass_signals_to_the_child()
     from accelerate.commands.accelerate_cli import main as accelerate_cli
 
-    sys.argv = ["accelerate", *(sys.argv[1:] if argv is None else argv)]
+    sys.argv = ["accelerate", *sys.argv[1:]]
     accelerate_cli()
     return 0
 
