@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 if TYPE_CHECKING:
     from click.testing import Result
 
@@ -182,6 +184,18 @@ def start_agent(sweep: str, record: Path, *args: str, **env: str) -> subprocess.
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def output_of(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The whole output of ``proc`` once it exits; if it has not within ``timeout`` s,
+    it is killed and the test fails with what it had printed (so a hang says where)."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"{proc.args[:3]} did not exit within {timeout:g} s; it printed:\n{out}")
+    return out
 
 
 def wait_for_ranks_to_train(record: Path, ranks: int, timeout: float = 180) -> set[int]:

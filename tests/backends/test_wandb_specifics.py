@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -191,21 +192,40 @@ def test_a_warm_worker_s_sdk_agent_keeps_its_service_and_login_between_runs(
     assert "Viewer" not in between, between
 
 
-def test_the_keeper_reads_only_the_running_and_crashed_runs_of_a_big_sweep(
+def test_the_keeper_and_an_idle_node_read_only_the_unended_runs_of_a_big_sweep(
     double: WandbDouble,
 ) -> None:
-    """Each node's keeper polls W&B every few seconds: ended runs never come back to it."""
+    """Each node's keeper polls W&B every few seconds, and so does a node whose workers
+    found nothing left while others run: ended runs never come back to either.
+
+    All 120 runs would take two pages of 100; the runs that have not ended, one.
+    """
     backend = WandbBackend()
     sweep_id = backend.create(CONFIG)
     entity, project, _ = sweep_id.split("/")
+
+    def end(run_id: str) -> None:
+        ended = {"complete": True, "exitcode": 0 if run_id[-1] in "13579" else 1}
+        post_to_double(double, f"/files/{entity}/{project}/{run_id}/file_stream", ended)
+
+    def asked_for(read: Callable[[], Any]) -> tuple[Any, list[str]]:
+        before = len(double.operations())
+        got = read()
+        return got, [
+            op for op in double.operations()[before:] if not op.startswith("POST /sdk/otel")
+        ]
+
     for run_id in _add_runs(double, sweep_id, 120):
         if run_id not in ("r0007", "r0099"):  # these two still run
-            ended = {"complete": True, "exitcode": 0 if run_id[-1] in "13579" else 1}
-            post_to_double(double, f"/files/{entity}/{project}/{run_id}/file_stream", ended)
-    before = len(double.operations())
-    watched = backend.unsettled_runs(sweep_id)
-    asked = [op for op in double.operations()[before:] if not op.startswith("POST /sdk/otel")]
+            end(run_id)
+    watched, asked = asked_for(lambda: backend.unsettled_runs(sweep_id))
     assert [run.id for run in watched] == ["r0007", "r0099"]
     assert asked.count("Runs") == 1, asked
+    outlook, asked = asked_for(lambda: backend.outlook(sweep_id))
+    assert outlook == "wait" and asked.count("Runs") == 1, asked
     states = {run.state.value for run in backend.runs(sweep_id)}
     assert len(backend.runs(sweep_id)) == 120 and len(states) == 3, states
+    end("r0007")
+    end("r0099")
+    outlook, asked = asked_for(lambda: backend.outlook(sweep_id))
+    assert outlook == "done" and asked.count("Runs") == 1, asked

@@ -20,6 +20,7 @@ from helpers import (
     TEST_SWEEPS,
     create,
     create_wandb,
+    output_of,
     rank_records,
     start_agent,
     status,
@@ -101,7 +102,7 @@ def test_two_nodes_end_a_failing_trial_on_both_then_a_stopped_node_resumes_the_n
         failed, second = status(sweep_id)["runs"]
         # The scheduler takes node 1 back: its part checkpoints at a step both nodes agree on.
         follower.send_signal(signal.SIGTERM)
-        follower_out, _ = follower.communicate(timeout=90)
+        follower_out = output_of(follower, 90)
         assert follower.returncode == EXIT_TERMINATED, follower_out
         assert "joining trial 1" in follower_out and "joining trial 2" in follower_out
         run_dir = tmp_path / "outputs" / "record_ranks" / f"run-{second['id']}"
@@ -111,8 +112,8 @@ def test_two_nodes_end_a_failing_trial_on_both_then_a_stopped_node_resumes_the_n
         # Node 1 comes back; node 0 waited for it, and the two resume the run together.
         fast.touch()
         rejoined = start_agent(sweep_id, record, *group, "--node-rank", "1", **NO_WANDB, **slow)
-        leader_out, _ = leader.communicate(timeout=240)
-        rejoined_out, _ = rejoined.communicate(timeout=60)
+        leader_out = output_of(leader, 240)
+        rejoined_out = output_of(rejoined, 60)
     finally:
         for proc in (leader, follower, rejoined):
             if proc is not None and proc.poll() is None:
@@ -157,8 +158,8 @@ def test_a_node_without_wandb_credentials_trains_a_run_node_0_takes_from_wandb(
     follower = start_agent(sweep_id, record, *group, "--node-rank", "1", **NO_WANDB, **CPU)
     leader = start_agent(sweep_id, record, *group, "--node-rank", "0", **CPU)
     try:
-        leader_out, _ = leader.communicate(timeout=240)
-        follower_out, _ = follower.communicate(timeout=60)
+        leader_out = output_of(leader, 240)
+        follower_out = output_of(follower, 60)
     finally:
         for proc in (leader, follower):
             if proc.poll() is None:

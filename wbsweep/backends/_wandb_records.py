@@ -46,6 +46,9 @@ _RUN_STATES = {
     "killed": RunState.STOPPED,
     "preempted": RunState.PREEMPTED,
 }
+#: The W&B states of a run that has ended for good: a crashed run may be requeued,
+#: a preempted one is handed out again.
+ENDED_STATES = ("finished", "failed", "killed")
 
 
 def sweep_state(value: Any) -> SweepState:

@@ -40,7 +40,7 @@ from wbsweep.backends._wandb_auth import (
 from wbsweep.backends._wandb_drive import drive_with_agent
 from wbsweep.backends._wandb_keeper import keeper_argv, node_outlook
 from wbsweep.backends._wandb_paths import SweepPath, sdk_error, sweep_not_found, sweep_page_url
-from wbsweep.backends._wandb_records import run_record, sweep_state
+from wbsweep.backends._wandb_records import ENDED_STATES, run_record, sweep_state
 from wbsweep.backends.base import (
     Backend,
     ClaimedRun,
@@ -130,10 +130,16 @@ class WandbBackend(Backend):
         return keeper_argv(str(self._path(sweep_id)))
 
     def outlook(self, sweep_id: str) -> str:
+        """As :meth:`Backend.outlook`, from the runs W&B has not ended.
+
+        A node asks when its workers found nothing left, then every few seconds
+        while others run: in a sweep of 1,000 runs, mostly ended, it reads the
+        few that run, not every run's config and summary.
+        """
+        unsettled = self._sweep_and_runs(sweep_id, states=ENDED_STATES, exclude=True)[1]
         return node_outlook(
-            self.runs(sweep_id), now=time.time(), timeout=heartbeat_timeout(),
-            max_retries=_max_retries(),
-        )  # fmt: skip
+            unsettled, now=time.time(), timeout=heartbeat_timeout(), max_retries=_max_retries()
+        )
 
     def create(self, config: dict[str, Any], *, sweep_file: str | None = None) -> str:
         import wandb
@@ -246,18 +252,20 @@ class WandbBackend(Backend):
         return self._sweep_and_runs(sweep_id, states=("running", "crashed"))[1]
 
     def _sweep_and_runs(
-        self, sweep_id: str, states: Sequence[str] = ()
+        self, sweep_id: str, states: Sequence[str] = (), *, exclude: bool = False
     ) -> tuple[SweepRecord, list[RunRecord]]:
         """The sweep and its runs, oldest first, through one ``wandb.Api`` (one login check).
 
-        ``states``: only the runs W&B has in one of these states (all when empty).
+        ``states``: only the runs W&B has in one of these states (all when empty);
+        with ``exclude``, only those in none of them.
         """
         api = self._api()
         path = self._path(sweep_id)
         sweep = self._sweep_record(path, api)
         filters: dict[str, Any] = {"sweep": path.id}
         if states:
-            filters = {"$and": [filters, {"state": {"$in": list(states)}}]}
+            among = {"$nin" if exclude else "$in": list(states)}
+            filters = {"$and": [filters, {"state": among}]}
         found = self._api_runs(path, filters, "+created_at", api)
         now, timeout = time.time(), heartbeat_timeout()
         records = [run_record(run, sweep) for run in found]
