@@ -355,9 +355,11 @@ def run_agent(
     if progress:
         from wbsweep.progress import LiveProgress
 
+        watched = backend.watch(sweep_id)
+
         def read() -> tuple[Any, Any]:
             with lock:
-                return backend.sweep(sweep_id), backend.runs(sweep_id)
+                return watched()
 
         display = LiveProgress(
             read, [worker_name(slot) for slot in slots], console=console,

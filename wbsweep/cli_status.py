@@ -39,8 +39,10 @@ def status(sweep: str | None, store: str | None, as_json: bool, watch: bool) -> 
         click.echo(json.dumps(views.status_json(record, runs, logs), indent=2))
         return
 
+    watched = target.watch(sweep_id)
+
     def text() -> str:
-        record, runs = target.sweep(sweep_id), target.runs(sweep_id)
+        record, runs = watched()
         return views.status_text(record, runs, target.trial_logs(sweep_id, runs))
 
     first = text()  # an unknown sweep is an error here, not a frame of the watch

@@ -34,10 +34,11 @@ _UPSERT = (
 )
 
 
-def _add_runs(double: WandbDouble, sweep_id: str, count: int) -> list[str]:
-    """``count`` running runs of the sweep, ``r0000`` on, as a trial's first upload makes them."""
+def _add_runs(double: WandbDouble, sweep_id: str, count: int, first: int = 0) -> list[str]:
+    """``count`` running runs of the sweep, ``r0000`` (``first``) on, as a trial's first
+    upload makes them."""
     entity, project, sweep = sweep_id.split("/")
-    ids = [f"r{n:04d}" for n in range(count)]
+    ids = [f"r{n:04d}" for n in range(first, first + count)]
     for run_id in ids:
         variables = {"name": run_id, "project": project, "entity": entity, "sweep": sweep}
         post_to_double(double, "/graphql", {"query": _UPSERT, "variables": variables})
@@ -229,3 +230,48 @@ def test_the_keeper_and_an_idle_node_read_only_the_unended_runs_of_a_big_sweep(
     end("r0099")
     outlook, asked = asked_for(lambda: backend.outlook(sweep_id))
     assert outlook == "done" and asked.count("Runs") == 1, asked
+
+
+def test_a_live_display_of_a_big_sweep_reads_each_ended_run_in_full_once(
+    double: WandbDouble,
+) -> None:
+    """The agent's live progress and ``status --watch`` read the sweep every few seconds.
+
+    A sweep of one page of runs (100) is read whole each time, in one request. Past
+    that, what each read fetches in full is the runs that have not ended and those
+    that ended since the last read; and each read shows what :meth:`runs` shows.
+    """
+    backend = WandbBackend()
+    sweep_id = backend.create(CONFIG)
+    entity, project, _ = sweep_id.split("/")
+    watched = backend.watch(sweep_id)
+
+    def end(*run_ids: str) -> None:
+        for run_id in run_ids:
+            ended = {"complete": True, "exitcode": 0 if run_id[-1] in "13579" else 1}
+            post_to_double(double, f"/files/{entity}/{project}/{run_id}/file_stream", ended)
+
+    def pages_of_a_read() -> tuple[list[str], list[str]]:
+        """The pages of runs one read of ``watched`` asks for (``full`` or ``ids``), and
+        the states of the runs it shows, once they are checked against :meth:`runs`."""
+        before = len(double.requests)
+        record, runs = watched()
+        asked = double.requests[before:]
+        assert record == backend.sweep(sweep_id)
+        assert runs == backend.runs(sweep_id)
+        pages = ["ids" if v["perPage"] == 1000 else "full" for op, v in asked if op == "Runs"]
+        return pages, [run.state.value for run in runs]
+
+    end(*_add_runs(double, sweep_id, 60)[2:])
+    assert watched()[1] == backend.runs(sweep_id)
+    end(*_add_runs(double, sweep_id, 70, first=60)[:-1])  # r0000, r0001, r0129 still run
+    pages, states = pages_of_a_read()
+    assert pages == ["full"] * 2  # the last read found a page of runs: all of them again
+    assert states.count("running") == 3 and len(states) == 130
+    assert pages_of_a_read()[0] == ["ids", "full"]  # the 3 that run
+    end("r0001")
+    _add_runs(double, sweep_id, 2, first=130)
+    end("r0131")
+    pages, states = pages_of_a_read()
+    assert pages == ["ids", "full", "full"]  # and r0001, r0131 that ended since
+    assert states[:2] == ["running", "finished"] and states[-3:] == ["running"] * 2 + ["finished"]

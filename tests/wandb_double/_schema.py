@@ -236,7 +236,8 @@ class Schema:
             "summaryMetrics": json.dumps(run.summary),
             "systemMetrics": json.dumps({}),
             "sweepName": run.sweep,
-            "sweep": self.sweep(d._sweeps[run.sweep]) if run.sweep in d._sweeps else None,
+            # Built only when asked for: each holds the sweep's or project's runs.
+            "sweep": lambda a: self.sweep(d._sweeps[run.sweep]) if run.sweep in d._sweeps else None,
             "group": run.group,
             "jobType": run.job_type,
             "tags": list(run.tags),
@@ -271,7 +272,7 @@ class Schema:
             "history": lambda a: [json.dumps(r) for r in history[: a.get("samples") or None]],
             "events": lambda a: [json.dumps(e) for e in run.events],
             "projectId": project.seq,
-            "project": self.project(project),
+            "project": lambda a: self.project(project),
             "user": {
                 "__typename": "User",
                 "name": d.username,

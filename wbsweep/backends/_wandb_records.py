@@ -49,6 +49,8 @@ _RUN_STATES = {
 #: The W&B states of a run that has ended for good: a crashed run may be requeued,
 #: a preempted one is handed out again.
 ENDED_STATES = ("finished", "failed", "killed")
+#: Those states in wbsweep's words.
+ENDED = frozenset(_RUN_STATES[name] for name in ENDED_STATES)
 
 
 def sweep_state(value: Any) -> SweepState:

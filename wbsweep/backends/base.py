@@ -36,7 +36,7 @@ import abc
 import os
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from wbsweep.backends._liveness import DEFAULT_HEARTBEAT_TIMEOUT, heartbeat_every
@@ -249,6 +249,14 @@ class Backend(abc.ABC):
         Raises:
             SweepNotFoundError: No such sweep.
         """
+
+    def watch(self, sweep_id: str) -> Callable[[], tuple[SweepRecord, list[RunRecord]]]:
+        """A reader of the sweep and :meth:`runs`, for a display that reads them every few s.
+
+        Each call reads both again. Backends where a read costs requests to a
+        server keep, from one call to the next, what can no longer change.
+        """
+        return lambda: (self.sweep(sweep_id), self.runs(sweep_id))
 
     @abc.abstractmethod
     def set_state(self, sweep_id: str, state: SweepState) -> None:

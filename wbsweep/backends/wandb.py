@@ -40,7 +40,7 @@ from wbsweep.backends._wandb_auth import (
 from wbsweep.backends._wandb_drive import drive_with_agent
 from wbsweep.backends._wandb_keeper import keeper_argv, node_outlook
 from wbsweep.backends._wandb_paths import SweepPath, sdk_error, sweep_not_found, sweep_page_url
-from wbsweep.backends._wandb_records import ENDED_STATES, run_record, sweep_state
+from wbsweep.backends._wandb_records import ENDED, ENDED_STATES, run_record, sweep_state
 from wbsweep.backends.base import (
     Backend,
     ClaimedRun,
@@ -73,6 +73,8 @@ __all__ = [
 
 #: The most rows of a run's history read back (W&B samples longer histories).
 HISTORY_SAMPLES = 10_000
+#: Runs per request when they are read in full (config and summary).
+RUNS_PAGE = 100
 
 _STATE_FLAGS = {
     SweepState.PAUSED: "--pause",
@@ -251,6 +253,49 @@ class WandbBackend(Backend):
         """
         return self._sweep_and_runs(sweep_id, states=("running", "crashed"))[1]
 
+    def watch(self, sweep_id: str) -> Callable[[], tuple[SweepRecord, list[RunRecord]]]:
+        """As :meth:`Backend.watch`; a run that ended is read in full once, not at every call.
+
+        A sweep of up to one page of runs (100) is read as :meth:`runs` does, in
+        one request. Past that, each call reads the ids of all runs (one small
+        request per 1,000), the runs that have not ended, and those that ended
+        since the last call: a live display of a sweep of 1,000 runs, mostly
+        ended, no longer reads ten pages of every run's config and summary.
+        """
+        kept: dict[str, RunRecord] = {}  # ended runs as last read
+        unended: set[str] = set()  # runs that had not ended at the last call
+        full = True  # the last call found at most a page of runs: read them all again
+
+        def read() -> tuple[SweepRecord, list[RunRecord]]:
+            nonlocal full, unended
+            api = self._api()
+            path = self._path(sweep_id)
+            sweep = self._sweep_record(path, api)
+            if full:
+                runs = self._records(
+                    self._api_runs(path, {"sweep": path.id}, "+created_at", api), sweep
+                )
+                full = len(runs) <= RUNS_PAGE
+                fresh = {r.id: r for r in runs}
+                ids = [r.id for r in runs]
+            else:
+                light = self._api_runs(path, {"sweep": path.id}, "+created_at", api, light=True)
+                ids = [str(run.id) for run in light]
+                fresh = {
+                    r.id: r for r in self._runs_in(path, sweep, api, ENDED_STATES, exclude=True)
+                }
+                since = [i for i in ids if i not in fresh and (i not in kept or i in unended)]
+                if since:
+                    among = {"name": {"$in": since}} if len(since) <= RUNS_PAGE else None
+                    for r in self._runs_in(path, sweep, api, ENDED_STATES, among=among):
+                        fresh.setdefault(r.id, r)
+                full = len(ids) <= RUNS_PAGE
+            kept.update((i, r) for i, r in fresh.items() if r.state in ENDED)
+            unended = {i for i, r in fresh.items() if r.state not in ENDED}
+            return sweep, [fresh.get(i) or kept[i] for i in ids if i in fresh or i in kept]
+
+        return read
+
     def _sweep_and_runs(
         self, sweep_id: str, states: Sequence[str] = (), *, exclude: bool = False
     ) -> tuple[SweepRecord, list[RunRecord]]:
@@ -262,15 +307,36 @@ class WandbBackend(Backend):
         api = self._api()
         path = self._path(sweep_id)
         sweep = self._sweep_record(path, api)
-        filters: dict[str, Any] = {"sweep": path.id}
-        if states:
-            among = {"$nin" if exclude else "$in": list(states)}
-            filters = {"$and": [filters, {"state": among}]}
-        found = self._api_runs(path, filters, "+created_at", api)
+        if not states:
+            found = self._api_runs(path, {"sweep": path.id}, "+created_at", api)
+            return sweep, self._records(found, sweep)
+        return sweep, self._runs_in(path, sweep, api, states, exclude=exclude)
+
+    def _runs_in(
+        self,
+        path: SweepPath,
+        sweep: SweepRecord,
+        api: Any,
+        states: Sequence[str],
+        *,
+        exclude: bool = False,
+        among: dict[str, Any] | None = None,
+    ) -> list[RunRecord]:
+        """The sweep's runs that W&B has in one of ``states`` (in none, with ``exclude``),
+        oldest first; ``among``: and that match this filter too."""
+        filters = [{"sweep": path.id}, {"state": {"$nin" if exclude else "$in": list(states)}}]
+        found = self._api_runs(
+            path, {"$and": filters + ([among] if among else [])}, "+created_at", api
+        )
+        return self._records(found, sweep)
+
+    @staticmethod
+    def _records(found: Sequence[Any], sweep: SweepRecord) -> list[RunRecord]:
+        """``wandb.Api()`` runs of ``sweep`` as records."""
         now, timeout = time.time(), heartbeat_timeout()
         records = [run_record(run, sweep) for run in found]
         # A run whose node is lost stays "running" on W&B for a while: say it crashed.
-        return sweep, [
+        return [
             dataclasses.replace(r, state=RunState.CRASHED, reason=_silent(timeout))
             if is_stale(r, now, timeout)
             else r
@@ -462,7 +528,7 @@ class WandbBackend(Backend):
                 f"{path.entity}/{path.project}",
                 filters=filters,
                 order=order,
-                per_page=1000 if light else 100,
+                per_page=1000 if light else RUNS_PAGE,
                 lazy=light,
             )
             return list(runs)
