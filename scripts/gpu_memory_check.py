@@ -14,8 +14,12 @@ every half second. It prints one table:
   cold: the MiB the trial's processes still held 2 s after it ended (must be 0);
   warm: the MiB the worker's group held after each trial above what it held after
   its first (must stay within ``--tolerance-mib``: the CUDA context stays, the
-  trial's tensors do not), and the bytes the allocator still counted on each
-  rank after each trial.
+  trial's tensors do not), and the most bytes the allocator's counter
+  (``torch.cuda.memory_allocated``) grew on a rank, from after its first trial
+  to after a later one (must stay within ``--tolerance-mib`` too). Where
+  ``nvidia-smi`` cannot name the processes (a container with its own PID
+  namespace), *trial MiB* is ``n/a`` and only the totals and the allocator's
+  counters are checked.
 
 It exits non-zero when memory stays up, a trial did not finish, or the GPU
 does not return to its baseline once the sweep is over.
@@ -184,16 +188,22 @@ def _memory(
                     groups.setdefault(owner, []).append(mib)
         for held in groups.values():
             worst = max([worst, *(mib - held[0] for mib in held)])
-    out["trial_mib"] = worst
+    named = any(held for _, _, held in samples)  # nvidia-smi could tell whose memory it was
+    out["trial_mib"] = worst if named else None
     out["memory_ok"] = worst <= tolerance and end - base <= tolerance
     return out
 
 
 def _allocated(sweep_dir: Path) -> int | None:
-    """The most bytes any warm rank's allocator still counted after one of its trials."""
-    found = [int(m.group(2)) for log in sweep_dir.glob("warm-*.log")
-             for m in _ALLOCATED.finditer(log.read_text(errors="replace"))]  # fmt: skip
-    return max(found) if found else None
+    """The most a warm rank's allocator counter grew, in bytes: from after its first
+    trial to after a later one (``None`` where no rank counted: cold, or CPU)."""
+    growth: list[int] = []
+    for log in sweep_dir.glob("warm-*.log"):
+        first: dict[str, int] = {}
+        for match in _ALLOCATED.finditer(log.read_text(errors="replace")):
+            rank, counted = match.group(1), int(match.group(2))
+            growth.append(counted - first.setdefault(rank, counted))
+    return max(growth) if growth else None
 
 
 def main() -> int:
@@ -213,12 +223,12 @@ def main() -> int:
     print(f"{options.trials} trials of {options.trial_seconds:g} s, 2 workers, on {where}")
     header = (
         f"{'mode':<5} {'done':>5} {'wall s':>7} {'ovh p50':>8} {'p90':>6} {'busy':>6} "
-        f"{'util':>5} {'MiB before':>10} {'after':>6} {'trial MiB':>9} {'alloc B':>8} ok"
+        f"{'util':>5} {'MiB before':>10} {'after':>6} {'trial MiB':>9} {'alloc +B':>8} ok"
     )
     print(header)
     ok = True
     for r in results:
-        good = r["exit"] == 0 and r["finished"] == options.trials and r.get("memory_ok", True)
+        good = passed(r, options.trials, options.tolerance_mib)
         ok = ok and bool(good)
         print(
             f"{r['mode']:<5} {r['finished']:>2}/{r['runs']:<2} {r['wall']:>7.0f} "
@@ -232,6 +242,14 @@ def main() -> int:
             print(str(r["output"])[-3000:])
     print("gpu_memory_check: " + ("ok" if ok else "FAILED"))
     return 0 if ok else 1
+
+
+def passed(result: dict[str, object], trials: int, tolerance_mib: int) -> bool:
+    """A mode's verdict: every trial finished, and memory came back (the module docstring)."""
+    grew = result.get("allocated")
+    kept = not isinstance(grew, int) or grew <= tolerance_mib * 2**20
+    done = result["exit"] == 0 and result["finished"] == trials
+    return bool(done and result.get("memory_ok", True) and kept)
 
 
 def _num(value: object, spec: str) -> str:

@@ -136,11 +136,11 @@ def _poll_sooner() -> WakeableClock | None:
     from wandb.agents import pyagent
 
     agent = pyagent.Agent
-    agent.HEARTBEAT_SLEEP_SECONDS = min(agent.HEARTBEAT_SLEEP_SECONDS, AGENT_POLL)
+    agent.HEARTBEAT_SLEEP_SECONDS = min(agent.HEARTBEAT_SLEEP_SECONDS, AGENT_POLL)  # type: ignore[assignment]
     if getattr(pyagent, "time", None) is not time:  # the SDK changed: poll as set above
         return None
     clock = WakeableClock(time)
-    pyagent.time = clock  # type: ignore[attr-defined]
+    pyagent.time = clock  # type: ignore[assignment]
     return clock
 
 
@@ -156,7 +156,7 @@ def _keep_service() -> KeptService | None:
     if getattr(pyagent, "wandb", None) is not wandb:
         return None
     kept = KeptService(wandb)
-    pyagent.wandb = kept  # type: ignore[attr-defined]
+    pyagent.wandb = kept  # type: ignore[assignment]
     return kept
 
 
