@@ -31,11 +31,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-UPSERT = (
-    "mutation UpsertBucket($name: String, $project: String, $entity: String,"
-    " $sweep: String) { upsertBucket(input: {name: $name, modelName: $project,"
-    " entityName: $entity, sweep: $sweep}) { bucket { id name } inserted } }"
-)
 CONFIG = {
     "method": "random",
     "metric": {"name": "objective", "goal": "minimize"},
@@ -53,7 +48,7 @@ def main() -> None:
     if args.live < args.ending * (args.reads - 1):
         parser.error("--live must be at least --ending x (--reads - 1)")
 
-    from helpers import post_to_double
+    from helpers import add_sweep_runs, post_to_double
     from wandb_double import WandbDouble
 
     from wbsweep.backends.wandb import WandbBackend
@@ -64,16 +59,14 @@ def main() -> None:
         for number, case in enumerate(("runs()", "watch()", "outlook()", "unsettled_runs()")):
             backend = WandbBackend(project=f"bench-{case.strip('()')}")
             sweep_id = backend.create(CONFIG)
-            entity, project, sweep = sweep_id.split("/")
+            entity, project, _ = sweep_id.split("/")
 
             def end(run_id: str, entity: str = entity, project: str = project) -> None:
                 body = {"complete": True, "exitcode": 0}
                 post_to_double(double, f"/files/{entity}/{project}/{run_id}/file_stream", body)
 
-            ids = [f"c{number}r{n:05d}" for n in range(args.runs)]  # run ids are W&B-wide
-            for run_id in ids:
-                variables = {"name": run_id, "project": project, "entity": entity, "sweep": sweep}
-                post_to_double(double, "/graphql", {"query": UPSERT, "variables": variables})
+            # Run ids are W&B-wide.
+            ids = add_sweep_runs(double, sweep_id, [f"c{number}r{k:05d}" for k in range(args.runs)])
             live = ids[: args.live]
             for run_id in ids[args.live :]:
                 end(run_id)

@@ -329,6 +329,22 @@ def post_to_double(double: Any, path: str, body: dict[str, Any]) -> Any:
     return answer
 
 
+_UPSERT = (
+    "mutation UpsertBucket($name: String, $project: String, $entity: String,"
+    " $sweep: String) { upsertBucket(input: {name: $name, modelName: $project,"
+    " entityName: $entity, sweep: $sweep}) { bucket { id name } inserted } }"
+)
+
+
+def add_sweep_runs(double: Any, sweep_id: str, run_ids: list[str]) -> list[str]:
+    """Running runs ``run_ids`` of the W&B sweep, as a trial's first upload makes them."""
+    entity, project, sweep = sweep_id.split("/")
+    for run_id in run_ids:
+        variables = {"name": run_id, "project": project, "entity": entity, "sweep": sweep}
+        post_to_double(double, "/graphql", {"query": _UPSERT, "variables": variables})
+    return run_ids
+
+
 def torch_on_one_thread(monkeypatch: Any) -> Callable[[], None]:
     """Torch on one CPU thread, in this process and (``OMP_NUM_THREADS``) in its children.
 

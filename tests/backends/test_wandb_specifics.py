@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import post_to_double
+from helpers import add_sweep_runs, post_to_double
 from wandb_double import WandbDouble, reset_wandb
 
 from wbsweep.backends import backend_for_sweep, open_backend
@@ -27,22 +27,9 @@ CONFIG: dict[str, Any] = {
 }
 
 
-_UPSERT = (
-    "mutation UpsertBucket($name: String, $project: String, $entity: String,"
-    " $sweep: String) { upsertBucket(input: {name: $name, modelName: $project,"
-    " entityName: $entity, sweep: $sweep}) { bucket { id name } inserted } }"
-)
-
-
 def _add_runs(double: WandbDouble, sweep_id: str, count: int, first: int = 0) -> list[str]:
-    """``count`` running runs of the sweep, ``r0000`` (``first``) on, as a trial's first
-    upload makes them."""
-    entity, project, sweep = sweep_id.split("/")
-    ids = [f"r{n:04d}" for n in range(first, first + count)]
-    for run_id in ids:
-        variables = {"name": run_id, "project": project, "entity": entity, "sweep": sweep}
-        post_to_double(double, "/graphql", {"query": _UPSERT, "variables": variables})
-    return ids
+    """``count`` running runs of the sweep, ``r0000`` (``first``) on."""
+    return add_sweep_runs(double, sweep_id, [f"r{n:04d}" for n in range(first, first + count)])
 
 
 @pytest.fixture
