@@ -178,8 +178,13 @@ class RunLoop:
         return self.outcomes
 
     def _as_told(self, end: RunEnd) -> RunEnd:
-        """``end`` with what the loop was told: preempted (run it again) or stopped."""
-        preempted = end.preempted or self._preempting
+        """``end`` with what the loop was told: preempted (run it again) or stopped.
+
+        Told to stop (Ctrl-C, a cancel), the worker SIGTERMs its trial, which then
+        ends as a preempted trial does (a checkpoint saved): that run is stopped,
+        whichever signal reached the ranks first.
+        """
+        preempted = self._preempting or (end.preempted and not self._stopping)
         stopped = not preempted and (end.stopped or self._stopping)
         return dataclasses.replace(end, preempted=preempted, stopped=stopped)
 

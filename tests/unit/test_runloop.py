@@ -110,6 +110,38 @@ def test_stop_ends_after_the_current_trial_which_is_recorded_stopped(
     assert [r.state for r in store.runs(sweep_id)] == [RunState.STOPPED]
 
 
+@pytest.mark.parametrize(
+    ("told", "state"), [("stop", RunState.STOPPED), ("preempt", RunState.PREEMPTED)]
+)
+def test_a_trial_that_ends_on_the_worker_s_own_sigterm_is_what_the_worker_was_told(
+    store: LocalBackend, told: str, state: RunState
+) -> None:
+    """Ctrl-C: stopped; the node's SIGTERM: preempted, whatever the trial says.
+
+    Either way the worker SIGTERMs its trial, whose ranks save a checkpoint and
+    say ``preempted`` (143): what a warm group or a cold launch reports when the
+    worker's SIGTERM reaches the ranks before the launcher passes Ctrl-C on.
+    """
+    sweep_id = grid_sweep(store, [1, 2])
+    loop: RunLoop
+
+    def runner(run: RunRecord) -> RunEnd:
+        getattr(loop, told)()  # the worker's signal handler
+        return RunEnd(143, "terminated", preempted=True, elsewhere=True)
+
+    loop = RunLoop(store, sweep_id, runner, DriveOptions("w"))
+    assert [o.state for o in loop.run()] == [state]
+    assert [r.state for r in store.runs(sweep_id)] == [state]
+
+
+def test_a_run_preempted_elsewhere_is_preempted_and_the_loop_goes_on(store: LocalBackend) -> None:
+    """Another node of a multi-node trial went away: this worker was told nothing."""
+    sweep_id = grid_sweep(store, [1])
+    ends = [RunEnd(143, "terminated", preempted=True, elsewhere=True), RunEnd(0)]
+    outcomes = RunLoop(store, sweep_id, lambda run: ends.pop(0), DriveOptions("w")).run()
+    assert [o.state for o in outcomes] == [RunState.PREEMPTED, RunState.FINISHED]
+
+
 def test_an_interrupted_runner_still_leaves_no_run_running(store: LocalBackend) -> None:
     sweep_id = grid_sweep(store, [1, 2])
 
