@@ -153,23 +153,31 @@ def test_logs_follow_prints_what_is_appended_until_the_run_ends() -> None:
     assert time.monotonic() - started < 6  # ended with the run, not by a timeout
 
 
+def _next_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The next line ``proc`` prints, or ``""`` if none comes within ``timeout`` seconds."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline().decode() if ready else ""
+
+
 def test_logs_follow_keeps_going_while_the_run_runs_until_interrupted() -> None:
     sweep_id, run_id, log = _logged_run("hello\n")
     proc = subprocess.Popen(
         [WBSWEEP, "logs", sweep_id, run_id, "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        time.sleep(2.0)
+        # Each line as it comes (a loaded machine may take seconds to start the command).
+        shown = [_next_line(proc, 60)]
         with log.open("a") as out:
             out.write("later\n")
-        time.sleep(1.0)
+        shown.append(_next_line(proc, 30))
         assert proc.poll() is None  # the run still runs: tail -f goes on
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert out.decode() == "hello\nlater\n"
+    assert shown == ["hello\n", "later\n"] and out.decode() == ""
     assert proc.returncode == 0 and err.decode() == ""  # Ctrl-C leaves quietly
 
 
