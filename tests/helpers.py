@@ -9,12 +9,13 @@ need lives here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,6 +185,27 @@ def start_agent(sweep: str, record: Path, *args: str, **env: str) -> subprocess.
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+@contextlib.contextmanager
+def shown_if_it_fails(**procs: subprocess.Popen[str] | None) -> Iterator[None]:
+    """On a failure inside, kill the named processes and fail with what each printed.
+
+    For tests that wait on agents running in the background: a timeout then says
+    where each agent was, not only what the test waited for.
+    """
+    try:
+        yield
+    except Exception as exc:
+        shown = []
+        for name, proc in procs.items():
+            if proc is None:
+                continue
+            if proc.poll() is None:
+                proc.kill()
+            out = proc.stdout.read() if proc.stdout is not None and not proc.stdout.closed else ""
+            shown.append(f"--- {name} (exit {proc.wait()}) printed:\n{out}")
+        pytest.fail("\n".join([str(exc), *shown]))
 
 
 def output_of(proc: subprocess.Popen[str], timeout: float) -> str:

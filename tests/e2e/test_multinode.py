@@ -22,6 +22,7 @@ from helpers import (
     create_wandb,
     output_of,
     rank_records,
+    shown_if_it_fails,
     start_agent,
     status,
     wait_for,
@@ -94,11 +95,12 @@ def test_two_nodes_end_a_failing_trial_on_both_then_a_stopped_node_resumes_the_n
     rejoined = None
     try:
         # Trial 1 fails before any step: these are trial 2's.
-        wait_for(
-            lambda: min(last_step(record, 0), last_step(record, 1)) >= 3,
-            240,
-            "a few training steps on both nodes",
-        )
+        with shown_if_it_fails(node_0=leader, node_1=follower):
+            wait_for(
+                lambda: min(last_step(record, 0), last_step(record, 1)) >= 3,
+                420,  # a hang detector: a loaded 2-core machine took over 240 s once
+                "a few training steps on both nodes",
+            )
         failed, second = status(sweep_id)["runs"]
         # The scheduler takes node 1 back: its part checkpoints at a step both nodes agree on.
         follower.send_signal(signal.SIGTERM)
@@ -112,7 +114,7 @@ def test_two_nodes_end_a_failing_trial_on_both_then_a_stopped_node_resumes_the_n
         # Node 1 comes back; node 0 waited for it, and the two resume the run together.
         fast.touch()
         rejoined = start_agent(sweep_id, record, *group, "--node-rank", "1", **NO_WANDB, **slow)
-        leader_out = output_of(leader, 240)
+        leader_out = output_of(leader, 420)
         rejoined_out = output_of(rejoined, 60)
     finally:
         for proc in (leader, follower, rejoined):
@@ -158,7 +160,7 @@ def test_a_node_without_wandb_credentials_trains_a_run_node_0_takes_from_wandb(
     follower = start_agent(sweep_id, record, *group, "--node-rank", "1", **NO_WANDB, **CPU)
     leader = start_agent(sweep_id, record, *group, "--node-rank", "0", **CPU)
     try:
-        leader_out = output_of(leader, 240)
+        leader_out = output_of(leader, 420)
         follower_out = output_of(follower, 60)
     finally:
         for proc in (leader, follower):
