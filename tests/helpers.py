@@ -9,13 +9,13 @@ need lives here.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,7 +151,21 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None
         if predicate():
             return
         time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError("\n".join([f"timed out waiting for {what}", *_stop_agents()]))
+
+
+#: Every agent ``start_agent`` started in this process: a wait that times out shows them.
+_AGENTS: list[subprocess.Popen[str]] = []
+
+
+def _stop_agents() -> list[str]:
+    """Kill the agents still running, and say what each printed (so a hang says where)."""
+    shown = []
+    for proc in [proc for proc in _AGENTS if proc.poll() is None]:
+        proc.kill()
+        shown.append(f"--- {' '.join(map(str, proc.args[1:]))} printed:\n{_what_is_left(proc)}")
+    _AGENTS.clear()
+    return shown
 
 
 # The W&B double's own tests: a grid over ``x`` that a plain ``train.py`` runs.
@@ -176,36 +190,34 @@ def start_agent(sweep: str, record: Path, *args: str, **env: str) -> subprocess.
     """``wbsweep agent SWEEP ARGS`` in the background, its ranks recording to ``record``.
 
     ``env`` adds ``tests/sweeps/record_ranks.py``'s knobs (``WBSWEEP_TEST_SLEEP``...);
-    its output is piped: read it with ``communicate``.
+    its output is piped: read it with ``communicate``. A :func:`wait_for` that times out
+    kills the agents still running and shows what they printed.
     """
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [WBSWEEP, "agent", sweep, *args],
         env={**os.environ, "WBSWEEP_TEST_RECORD_DIR": str(record), **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    _AGENTS.append(proc)
+    return proc
 
 
-@contextlib.contextmanager
-def shown_if_it_fails(**procs: subprocess.Popen[str] | None) -> Iterator[None]:
-    """On a failure inside, kill the named processes and fail with what each printed.
-
-    For tests that wait on agents running in the background: a timeout then says
-    where each agent was, not only what the test waited for.
-    """
-    try:
-        yield
-    except Exception as exc:
-        shown = []
-        for name, proc in procs.items():
-            if proc is None:
-                continue
-            if proc.poll() is None:
-                proc.kill()
-            out = proc.stdout.read() if proc.stdout is not None and not proc.stdout.closed else ""
-            shown.append(f"--- {name} (exit {proc.wait()}) printed:\n{out}")
-        pytest.fail("\n".join([str(exc), *shown]))
+def _what_is_left(proc: subprocess.Popen[str], timeout: float = 30) -> str:
+    """What ``proc`` printed and nobody read yet; at most ``timeout`` s of waiting
+    (the processes it left behind may hold its output open while they end)."""
+    if proc.stdout is None or proc.stdout.closed:
+        return ""
+    fd, chunks = proc.stdout.fileno(), []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        chunk = os.read(fd, 65536) if ready else b""
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def output_of(proc: subprocess.Popen[str], timeout: float) -> str:

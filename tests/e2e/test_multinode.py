@@ -22,7 +22,6 @@ from helpers import (
     create_wandb,
     output_of,
     rank_records,
-    shown_if_it_fails,
     start_agent,
     status,
     wait_for,
@@ -95,12 +94,11 @@ def test_two_nodes_end_a_failing_trial_on_both_then_a_stopped_node_resumes_the_n
     rejoined = None
     try:
         # Trial 1 fails before any step: these are trial 2's.
-        with shown_if_it_fails(node_0=leader, node_1=follower):
-            wait_for(
-                lambda: min(last_step(record, 0), last_step(record, 1)) >= 3,
-                420,  # a hang detector: a loaded 2-core machine took over 240 s once
-                "a few training steps on both nodes",
-            )
+        wait_for(
+            lambda: min(last_step(record, 0), last_step(record, 1)) >= 3,
+            420,  # a hang detector: a loaded 2-core machine took over 240 s once
+            "a few training steps on both nodes",
+        )
         failed, second = status(sweep_id)["runs"]
         # The scheduler takes node 1 back: its part checkpoints at a step both nodes agree on.
         follower.send_signal(signal.SIGTERM)
