@@ -31,6 +31,8 @@ class Terminated(BaseException):
 
 #: A trial's error line when SIGTERM ended it (the trial saved a checkpoint first).
 TERMINATED_REASON = "terminated by SIGTERM"
+#: A trial's error line when Ctrl-C (SIGINT, which a launcher passes on) ended it.
+INTERRUPTED_REASON = "interrupted by Ctrl-C"
 
 
 class Preemption:
@@ -198,7 +200,10 @@ def other_groups(pid: int) -> list[int]:
     ``wandb agent`` starts each run's command in a group of its own, out of
     reach of a signal to the agent's group; its caller signals these instead.
     Only their leader: a trial's launcher passes a signal on to its ranks, and
-    the processes beside a rank (its ``wandb-core``) must outlive the rank.
+    the processes beside a rank (its ``wandb-core``) must outlive the rank. The
+    W&B SDK's service (``wandb-core``, in a session of its own) is never one of
+    them: whoever started it still sends its runs' last data through it, and it
+    leaves by itself when that process has gone.
     """
     own = _stat(pid)
     if own is None:
@@ -211,10 +216,21 @@ def other_groups(pid: int) -> list[int]:
         if fields is None:
             continue
         if fields[2] != own[2]:
-            found.append(child)
+            if not is_wandb_service(child):
+                found.append(child)
         else:
             todo.extend(children.get(child, []))
     return found
+
+
+def is_wandb_service(pid: int) -> bool:
+    """Whether ``pid`` runs the W&B SDK's service, ``wandb-core`` (Linux ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            program = handle.read().split(b"\0", 1)[0]
+    except OSError:
+        return False
+    return os.path.basename(program).startswith(b"wandb-core")
 
 
 def alive(pid: int) -> bool:

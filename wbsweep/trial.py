@@ -36,6 +36,7 @@ from wbsweep import procs
 from wbsweep.backends import queue_from_env, trial_label
 from wbsweep.errors import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     TrialError,
     WbsweepError,
@@ -230,6 +231,9 @@ def _main(argv: list[str] | None) -> int:
         # Only rank 0 says so: every rank gets the signal, one line is enough.
         _fail(procs.TERMINATED_REASON, all_ranks=False)
         return EXIT_TERMINATED
+    except KeyboardInterrupt:  # the launcher passed Ctrl-C on: one line, no traceback
+        _fail(procs.INTERRUPTED_REASON, all_ranks=False)
+        return EXIT_INTERRUPTED
     except WbsweepError as exc:
         if debug:
             traceback.print_exc()

@@ -246,6 +246,9 @@ def _one_trial(
     except procs.Terminated:
         _fail(procs.TERMINATED_REASON, all_ranks=False)
         return TrialEnded(EXIT_TERMINATED, procs.TERMINATED_REASON, preempted=True)
+    except KeyboardInterrupt:  # Ctrl-C, passed on by the launcher: the group is going away
+        _fail(procs.INTERRUPTED_REASON, all_ranks=False)
+        return TrialEnded(EXIT_INTERRUPTED, procs.INTERRUPTED_REASON, stopped=True)
     except WbsweepError as exc:
         return _failed(exc, str(exc), exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - user code: one line, the group goes on
@@ -314,10 +317,14 @@ def _serve(
                 # SIGTERM came during the trial: the group is going away (a checkpoint
                 # is saved), or its launcher is stopping it because another rank died.
                 return EXIT_TERMINATED
+            if ended.exit_code == EXIT_INTERRUPTED:
+                return EXIT_INTERRUPTED
     except procs.Terminated:
         # Between trials: the launcher stops the group (another rank died) or the node
         # goes away. Leave now; a group a rank left cannot be torn down politely.
         return EXIT_TERMINATED
+    except KeyboardInterrupt:  # Ctrl-C between trials, passed on by the launcher
+        return EXIT_INTERRUPTED
     _destroy_process_group()
     return 0
 

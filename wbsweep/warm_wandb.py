@@ -18,6 +18,7 @@ Each trial's output is kept in ``$WANDB_DIR/wandb/wbsweep-warm/run-<id>.log``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import signal
@@ -68,7 +69,10 @@ class WakeableClock(_ModuleView):
     accelerator per trial on average. :meth:`wake_soon` (a trial has ended)
     ends the sleep going on, :data:`SETTLE` seconds later, by which time the
     agent has marked the run done, so that heartbeat asks for the next run.
-    Every other name is the real module's.
+    :meth:`halt` (the worker is told to leave) ends the asking: a sleep that
+    ends after it never returns, so the agent takes no run this worker would
+    leave ``pending`` on W&B. Only the agent's own threads sleep here, and the
+    process leaves without waiting for them. Every other name is the real module's.
 
     >>> import time
     >>> clock = WakeableClock(time)
@@ -80,14 +84,21 @@ class WakeableClock(_ModuleView):
     def __init__(self, real: Any) -> None:
         super().__init__(real)
         self._woken = threading.Event()
+        self._halted = threading.Event()
 
     def sleep(self, seconds: float) -> None:
         if self._woken.wait(seconds):
             self._woken.clear()
             self._real.sleep(SETTLE)
+        if self._halted.is_set():
+            threading.Event().wait()  # the worker leaves: this thread asks for nothing more
 
     def wake_soon(self) -> None:
         self._woken.set()
+
+    def halt(self) -> None:
+        """No heartbeat after this one (safe to call from a signal handler)."""
+        self._halted.set()
 
 
 class KeptService(_ModuleView):
@@ -118,7 +129,9 @@ class KeptService(_ModuleView):
             return self._api
 
     def close(self) -> None:
-        self._real.teardown()
+        """The SDK's teardown; a service already gone (killed with its node) is fine."""
+        with contextlib.suppress(Exception):
+            self._real.teardown()
 
 
 def _poll_sooner() -> WakeableClock | None:
@@ -167,11 +180,15 @@ class _Signals:
         self.stopping = False
         #: Whether a trial runs now (it ends itself; otherwise the worker leaves at once).
         self.in_trial = False
+        #: The SDK agent's clock, halted at the signal: the agent takes no other run.
+        self.clock: WakeableClock | None = None
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
+        if self.clock is not None:
+            self.clock.halt()
         if not self.in_trial:
             raise procs.Terminated
 
@@ -201,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         command, env, ranks = found
         group = WarmGroup(command, env, ranks=ranks, log_path=logs / f"warm-{os.getpid()}.log")
         _print(f"[{name}] warm: one process group of {ranks} rank(s) for every trial")
-        clock = _poll_sooner()
+        clock = signals.clock = _poll_sooner()
         kept = _keep_service()
 
         def trial(claimed: ClaimedRun) -> None:
@@ -223,8 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                 signals.in_trial = False
                 if clock is not None:  # the agent asks for the next run as this one ends
                     clock.wake_soon()
-            if end.preempted:
-                raise procs.Terminated  # rank 0 marked the run preempting: W&B requeues it
+            if end.preempted or signals.stopping:
+                # Preempted: rank 0 marked the run preempting, and W&B requeues it. Ctrl-C:
+                # rank 0 ended the run. Either way this worker takes no other run.
+                raise procs.Terminated
             if end.exit_code != 0 and not end.stopped:
                 raise TrialError(end.reason or f"exit code {end.exit_code}")  # a failed run
 

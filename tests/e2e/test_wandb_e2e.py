@@ -263,3 +263,30 @@ def test_wandb_agent_keeps_going_after_a_failed_trial(
     assert states == {16: "failed", 8: "finished"}  # the grid goes 16, then 8
     status = json.loads(wbsweep("status", path, "--json").stdout)
     assert sorted(r["state"] for r in status["runs"]) == ["failed", "finished"]
+
+
+@pytest.mark.parametrize("mode", ["--warm", "--cold"])
+def test_ctrl_c_on_wandb_ends_the_trial_and_the_agent_quietly(
+    wandb_double: WandbDouble, tmp_path: Path, mode: str
+) -> None:
+    """Ctrl-C to ``wbsweep agent`` on a W&B sweep: the training run ends (W&B: failed,
+    as plain ``wandb agent`` leaves a run it interrupts), no other run starts, the
+    agent exits 130 within its grace period without a traceback, and no process stays."""
+    sweep = create_wandb("--n-trials", "2")
+    record = tmp_path / "records"
+    record.mkdir()
+    agent = start_agent(sweep, record, mode, "--processes-per-trial", "2", WBSWEEP_TEST_SLEEP="0.3")
+    try:
+        wait_for_ranks_to_train(record, 2)
+        agent.send_signal(signal.SIGINT)
+        out, _ = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == 130, out
+    assert "Traceback" not in out, out
+    runs = wandb_double.runs(sweep.split("/")[-1])
+    assert len(runs) == 1, out + str([(r["id"], r["state"]) for r in runs])
+    (run,) = runs
+    assert run["state"] == "failed", out
+    wait_for(lambda: not processes_mentioning(str(record)), 30, "every process to end")
