@@ -242,6 +242,30 @@ def wait_for_ranks_to_train(record: Path, ranks: int, timeout: float = 180) -> s
     return training()
 
 
+def signal_when(
+    agent: subprocess.Popen[str],
+    ready: Callable[[], object],
+    sig: int,
+    exit_code: int,
+    *,
+    what: str,
+    timeout: float = 180,
+) -> str:
+    """Send ``sig`` to ``agent`` once ``ready()`` (``what``); its whole output.
+
+    The agent must then exit ``exit_code`` within 90 s; it is killed if it has not.
+    """
+    try:
+        wait_for(ready, timeout, what)
+        agent.send_signal(sig)
+        out, _ = agent.communicate(timeout=90)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == exit_code, out
+    return out
+
+
 def preempt_after_steps(
     agent: subprocess.Popen[str], steps: Callable[[], list[int]], timeout: float = 180
 ) -> str:
@@ -251,15 +275,10 @@ def preempt_after_steps(
     """
     import signal
 
-    try:
-        wait_for(lambda: max(steps(), default=0) >= 3, timeout, "a few training steps")
-        agent.send_signal(signal.SIGTERM)
-        out, _ = agent.communicate(timeout=90)
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-    assert agent.returncode == 143, out
-    return out
+    return signal_when(
+        agent, lambda: max(steps(), default=0) >= 3, signal.SIGTERM, 143,
+        what="a few training steps", timeout=timeout,
+    )  # fmt: skip
 
 
 # `wbsweep report`'s tests: a sweep whose runs finished with a known objective and history.

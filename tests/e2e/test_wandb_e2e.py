@@ -23,6 +23,7 @@ from helpers import (
     create_wandb,
     processes_mentioning,
     rank_records,
+    signal_when,
     start_agent,
     wait_for,
     wait_for_ranks_to_train,
@@ -276,14 +277,8 @@ def test_ctrl_c_on_wandb_ends_the_trial_and_the_agent_quietly(
     record = tmp_path / "records"
     record.mkdir()
     agent = start_agent(sweep, record, mode, "--processes-per-trial", "2", WBSWEEP_TEST_SLEEP="0.3")
-    try:
-        wait_for_ranks_to_train(record, 2)
-        agent.send_signal(signal.SIGINT)
-        out, _ = agent.communicate(timeout=60)
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-    assert agent.returncode == 130, out
+    training = lambda: {r["pid"] for r in rank_records(record) if r["event"] == "step"}  # noqa: E731
+    out = signal_when(agent, lambda: len(training()) == 2, signal.SIGINT, 130, what="2 ranks")
     assert "Traceback" not in out, out
     runs = wandb_double.runs(sweep.split("/")[-1])
     assert len(runs) == 1, out + str([(r["id"], r["state"]) for r in runs])
