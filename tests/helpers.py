@@ -232,14 +232,15 @@ def output_of(proc: subprocess.Popen[str], timeout: float) -> str:
     return out
 
 
+def training_pids(record: Path) -> set[int]:
+    """The pids of the ranks that have recorded a training step in ``record``."""
+    return {r["pid"] for r in rank_records(record) if r["event"] == "step"}
+
+
 def wait_for_ranks_to_train(record: Path, ranks: int, timeout: float = 180) -> set[int]:
     """The pids of ``ranks`` ranks once each has recorded a training step."""
-
-    def training() -> set[int]:
-        return {r["pid"] for r in rank_records(record) if r["event"] == "step"}
-
-    wait_for(lambda: len(training()) >= ranks, timeout, f"{ranks} rank(s) to train")
-    return training()
+    wait_for(lambda: len(training_pids(record)) >= ranks, timeout, f"{ranks} rank(s) to train")
+    return training_pids(record)
 
 
 def signal_when(

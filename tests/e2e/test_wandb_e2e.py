@@ -25,6 +25,7 @@ from helpers import (
     rank_records,
     signal_when,
     start_agent,
+    training_pids,
     wait_for,
     wait_for_ranks_to_train,
     wbsweep,
@@ -277,8 +278,8 @@ def test_ctrl_c_on_wandb_ends_the_trial_and_the_agent_quietly(
     record = tmp_path / "records"
     record.mkdir()
     agent = start_agent(sweep, record, mode, "--processes-per-trial", "2", WBSWEEP_TEST_SLEEP="0.3")
-    training = lambda: {r["pid"] for r in rank_records(record) if r["event"] == "step"}  # noqa: E731
-    out = signal_when(agent, lambda: len(training()) == 2, signal.SIGINT, 130, what="2 ranks")
+    ready = lambda: len(training_pids(record)) == 2  # noqa: E731
+    out = signal_when(agent, ready, signal.SIGINT, 130, what="2 ranks to train")
     assert "Traceback" not in out, out
     runs = wandb_double.runs(sweep.split("/")[-1])
     assert len(runs) == 1, out + str([(r["id"], r["state"]) for r in runs])
